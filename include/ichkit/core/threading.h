@@ -1,0 +1,92 @@
+#pragma once
+/// \file threading.h
+/// Thread count used by ichkit's compute kernels (OpenMP) and, once the model module is
+/// linked, by LibTorch's intra-op pool. Defaults to every core of the machine.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "ichkit/core/error.h"
+
+namespace ichkit {
+namespace detail {
+inline std::atomic<int>& thread_count() {
+  static std::atomic<int> n{static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
+  return n;
+}
+inline std::vector<std::function<void(int)>>& thread_hooks() {
+  static std::vector<std::function<void(int)>> hooks;
+  return hooks;
+}
+inline std::mutex& thread_hooks_mutex() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace detail
+
+/// Number of threads compute kernels use (>= 1).
+inline int num_threads() { return detail::thread_count().load(); }
+
+/// Set the number of threads every kernel uses; `n <= 0` means all cores.
+/// Also forwards the number to registered back-ends (LibTorch's pool in the compiled library).
+inline void set_num_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  detail::thread_count().store(n);
+  std::lock_guard<std::mutex> lock(detail::thread_hooks_mutex());
+  for (auto& hook : detail::thread_hooks()) hook(n);
+}
+
+/// Register a callback told of every thread-count change (used to keep LibTorch in step).
+inline void on_num_threads_changed(std::function<void(int)> hook) {
+  std::lock_guard<std::mutex> lock(detail::thread_hooks_mutex());
+  hook(num_threads());
+  detail::thread_hooks().push_back(std::move(hook));
+}
+
+/// Run `fn(begin, end)` over [0, n) in contiguous chunks on num_threads() threads.
+/// Exceptions thrown by `fn` are rethrown in the caller (the first one wins).
+template <class Fn>
+void parallel_for(std::int64_t n, Fn&& fn, std::int64_t grain = 1) {
+  if (n <= 0) return;
+  const int threads = static_cast<int>(std::min<std::int64_t>(num_threads(), std::max<std::int64_t>(1, n / std::max<std::int64_t>(1, grain))));
+  if (threads <= 1) {
+    fn(std::int64_t{0}, n);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    const int nt = omp_get_num_threads();
+#else
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] {
+    const int nt = threads;
+#endif
+    const std::int64_t b = n * t / nt, e = n * (t + 1) / nt;
+    try {
+      if (b < e) fn(b, e);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
+#ifdef _OPENMP
+  }
+#else
+  });
+  for (auto& th : pool) th.join();
+#endif
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace ichkit

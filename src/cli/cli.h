@@ -1,0 +1,49 @@
+#pragma once
+// Shared pieces of the `ichkit` command: global flags, the terminal progress bar, output helpers.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ichkit/core/progress.h"
+
+namespace ichkit::cli {
+
+struct Globals {
+  int threads = 0;     // 0 = all cores
+  bool quiet = false;  // no progress, no informational lines
+  bool json = false;   // machine-readable output on stdout
+};
+
+/// A subcommand registers itself and returns the function that runs it.
+using Runner = std::function<int()>;
+Runner add_info(CLI::App& app, Globals& g);
+Runner add_phantom(CLI::App& app, Globals& g);
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal and not --quiet.
+class TerminalProgress final : public ProgressReporter {
+public:
+  explicit TerminalProgress(bool enabled);
+  void begin(const std::string& task, std::int64_t total) override;
+  void advance(std::int64_t steps, const std::string& message) override;
+  void end() override;
+
+private:
+  void draw(bool force);
+  bool enabled_;
+  std::mutex m_;
+  std::string task_, message_;
+  std::int64_t total_ = 0, done_ = 0;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+/// Format a number with fixed decimals.
+std::string fixed(double v, int decimals);
+
+}  // namespace ichkit::cli

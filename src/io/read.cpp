@@ -1,0 +1,25 @@
+#include "ichkit/io/read.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ichkit::io {
+
+Format detect_format(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw IoError("cannot open '" + path + "': " + std::strerror(errno));
+  if (S_ISREG(st.st_mode) && is_nifti(path)) return Format::Nifti;
+  return Format::Unknown;
+}
+
+Volume<float> read(const std::string& path, const ReadOptions& options) {
+  switch (detect_format(path)) {
+    case Format::Nifti: return read_nifti<float>(path, options);
+    case Format::Unknown: break;
+  }
+  throw FormatError("'" + path + "' is not an image ichkit can read (supported: NIfTI-1/2 .nii/.nii.gz)");
+}
+
+}  // namespace ichkit::io
