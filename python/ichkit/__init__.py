@@ -20,7 +20,7 @@ from ._core import (  # noqa: F401
 )
 from ._core import __version__  # noqa: F401
 from . import io, phantom  # noqa: F401
-from .io import read, read_nifti, write_nifti  # noqa: F401
+from .io import list_series, read, read_dicom, read_nifti, write_nifti  # noqa: F401
 
 __all__ = [
     "Error",
@@ -32,9 +32,11 @@ __all__ = [
     "Volume",
     "__version__",
     "io",
+    "list_series",
     "num_threads",
     "phantom",
     "read",
+    "read_dicom",
     "read_nifti",
     "runtime_info",
     "set_num_threads",

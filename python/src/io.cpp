@@ -2,6 +2,7 @@
 #include <pybind11/eigen.h>
 
 #include "bindings.h"
+#include "ichkit/io/dicom.h"
 #include "ichkit/io/nifti.h"
 #include "ichkit/io/read.h"
 
@@ -104,8 +105,69 @@ max_bytes: refuse images larger than this (0: the 8 GiB default).)pbdoc");
           return wrap(std::move(v));
         }, py::arg("path"), py::arg("max_bytes") = 0, "Read any supported image (chosen by content) as float32.");
   m.def("detect_format", [](const std::string& path) {
-          return io::detect_format(path) == io::Format::Nifti ? std::string("nifti") : std::string("unknown");
-        }, py::arg("path"));
+          switch (io::detect_format(path)) {
+            case io::Format::Nifti: return std::string("nifti");
+            case io::Format::Dicom: return std::string("dicom");
+            case io::Format::DicomFolder: return std::string("dicom_folder");
+            default: return std::string("unknown");
+          }
+        }, py::arg("path"), "'nifti', 'dicom', 'dicom_folder' or 'unknown', judged by content.");
+  m.def("is_dicom", &io::is_dicom, py::arg("path"), py::call_guard<py::gil_scoped_release>());
+  m.def("list_series", [](const std::string& path, std::size_t max_files) {
+          std::vector<io::DicomSeries> series;
+          {
+            py::gil_scoped_release nogil;
+            io::ScanOptions o;
+            o.max_files = max_files;
+            series = io::list_series(path, o);
+          }
+          py::list out;
+          for (const auto& s : series) {
+            py::dict d;
+            d["key"] = s.key;
+            d["series_uid"] = s.series_uid;
+            d["study_uid"] = s.study_uid;
+            d["description"] = s.description;
+            d["modality"] = s.modality;
+            d["kernel"] = s.kernel;
+            d["kind"] = io::to_string(s.kind);
+            d["orientation"] = s.orientation;
+            d["rows"] = s.rows;
+            d["columns"] = s.columns;
+            d["images"] = s.images;
+            d["files"] = s.files;
+            out.append(d);
+          }
+          return out;
+        }, py::arg("path"), py::arg("max_files") = 200000,
+        "Series in a DICOM folder (headers only, recursive, symlinks not followed), one dict each.");
+  m.def("read_dicom", [](const std::string& path, const py::object& series, const std::string& tilt,
+                         const std::string& spacing, double slice_spacing, float fill_hu) {
+          io::DicomReadOptions o;
+          if (!series.is_none()) o.series = series.cast<std::string>();
+          if (tilt == "resample") o.tilt = io::TiltMode::Resample;
+          else if (tilt == "keep") o.tilt = io::TiltMode::Keep;
+          else throw InvalidArgument("tilt must be 'resample' or 'keep', not '" + tilt + "'");
+          if (spacing == "resample") o.spacing = io::SpacingMode::Resample;
+          else if (spacing == "refuse") o.spacing = io::SpacingMode::Refuse;
+          else throw InvalidArgument("spacing must be 'resample' or 'refuse', not '" + spacing + "'");
+          if (!(slice_spacing >= 0)) throw InvalidArgument("slice_spacing must be >= 0 mm");
+          o.slice_spacing = slice_spacing;
+          o.fill_hu = fill_hu;
+          io::DicomVolume dv;
+          {
+            py::gil_scoped_release nogil;
+            dv = io::read_dicom(path, o);
+          }
+          py::object report = py::module_::import("json").attr("loads")(dv.report.to_json());
+          return py::make_tuple(wrap(dv.volume), report);
+        }, py::arg("path"), py::arg("series") = py::none(), py::arg("tilt") = "resample", py::arg("spacing") = "resample",
+        py::arg("slice_spacing") = 0.0, py::arg("fill_hu") = -1024.0f,
+        R"pbdoc(Read a DICOM series (folder or file) into a float32 HU Volume with a RAS affine.
+Returns (volume, report): the report says the gantry tilt, slice spacings, gaps, duplicates,
+non-HU data and what was done. tilt="resample" (default) removes gantry-tilt shear by resampling
+in world space, "keep" keeps the sheared affine; spacing="resample" (default) makes varying slice
+spacing uniform (slice_spacing mm, default the smallest), "refuse" raises GeometryError.)pbdoc");
 }
 
 }  // namespace ichkit::python

@@ -24,6 +24,7 @@ struct Globals {
 /// A subcommand registers itself and returns the function that runs it.
 using Runner = std::function<int()>;
 Runner add_info(CLI::App& app, Globals& g);
+Runner add_convert(CLI::App& app, Globals& g);
 Runner add_phantom(CLI::App& app, Globals& g);
 
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal and not --quiet.

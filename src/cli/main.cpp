@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
 
   std::vector<std::pair<std::string, Runner>> commands;
   commands.push_back({"info", add_info(app, g)});
+  commands.push_back({"convert", add_convert(app, g)});
   commands.push_back({"phantom", add_phantom(app, g)});
 
   try {

@@ -10,16 +10,25 @@ namespace ichkit::io {
 Format detect_format(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw IoError("cannot open '" + path + "': " + std::strerror(errno));
-  if (S_ISREG(st.st_mode) && is_nifti(path)) return Format::Nifti;
+  if (S_ISDIR(st.st_mode)) return Format::DicomFolder;
+  if (!S_ISREG(st.st_mode)) return Format::Unknown;
+  if (is_nifti(path)) return Format::Nifti;
+  if (is_dicom(path)) return Format::Dicom;
   return Format::Unknown;
 }
 
 Volume<float> read(const std::string& path, const ReadOptions& options) {
   switch (detect_format(path)) {
     case Format::Nifti: return read_nifti<float>(path, options);
+    case Format::Dicom:
+    case Format::DicomFolder: {
+      DicomReadOptions o;
+      o.max_bytes = options.max_bytes;
+      return read_dicom(path, o).volume;
+    }
     case Format::Unknown: break;
   }
-  throw FormatError("'" + path + "' is not an image ichkit can read (supported: NIfTI-1/2 .nii/.nii.gz)");
+  throw FormatError("'" + path + "' is not an image ichkit can read (supported: NIfTI-1/2 .nii/.nii.gz, DICOM files and folders)");
 }
 
 }  // namespace ichkit::io

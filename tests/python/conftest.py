@@ -15,8 +15,9 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def cli():
-    """Path of the `ichkit` command: $ICHKIT_CLI, then PATH, then the default build tree."""
-    candidates = [os.environ.get("ICHKIT_CLI"), shutil.which("ichkit"), str(ROOT / "build" / "release" / "ichkit")]
+    """Path of the `ichkit` command: $ICHKIT_CLI, this checkout's .venv, its build tree, then PATH."""
+    candidates = [os.environ.get("ICHKIT_CLI"), str(ROOT / ".venv" / "bin" / "ichkit"),
+                  str(ROOT / "build" / "release" / "ichkit"), shutil.which("ichkit")]
     for c in candidates:
         if c and os.access(c, os.X_OK):
             return c

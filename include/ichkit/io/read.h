@@ -1,20 +1,24 @@
 #pragma once
 /// \file read.h
-/// Format dispatch: choose the reader by content (NIfTI magic, gzip) before the extension.
+/// Format dispatch: choose the reader by content (NIfTI magic, gzip, "DICM" at byte 128)
+/// before the extension; folders are read as DICOM series.
 #include <string>
 
 #include "ichkit/core/volume.h"
+#include "ichkit/io/dicom.h"
 #include "ichkit/io/nifti.h"
 
 namespace ichkit::io {
 
 /// Formats ichkit recognises by content.
-enum class Format { Unknown, Nifti };
+enum class Format { Unknown, Nifti, Dicom, DicomFolder };
 
-/// Identify a file's format from its bytes (not its name).
+/// Identify a path's format from its bytes (not its name); a folder is a DicomFolder.
 Format detect_format(const std::string& path);
 
-/// Read any supported image as float32 (HU for CT). Throws FormatError for unknown content.
+/// Read any supported image as float32 (HU for CT): a NIfTI file, a DICOM file or a folder of
+/// DICOM files (the default series; see read_dicom for options and the geometry report).
+/// Throws FormatError for unknown content, IoError for a missing path.
 Volume<float> read(const std::string& path, const ReadOptions& options = {});
 
 }  // namespace ichkit::io
