@@ -116,6 +116,7 @@ TEST_CASE("dicom: every malformed input raises its documented error or is handle
     std::getline(ss, expected, ',');
     const std::string path = data("malformed/dicom/" + name);
     CAPTURE(name);
+    if (name == "empty_folder") fs::create_directories(path);  // git does not keep empty folders
     std::string got = "no error";
     std::size_t skipped = 0, warnings = 0, parts = 0;
     try {
