@@ -450,7 +450,7 @@ struct Slice {
   double slope = 1, intercept = 0;
   bool has_rescale = false;
   double d = 0;           // position along the normal
-  std::vector<float> hu;  // rows x columns, column index fastest
+  float* hu = nullptr;    // rows x columns, column index fastest (inside one shared buffer)
 };
 
 template <class S>
@@ -543,8 +543,8 @@ void decode_file(const FileHeader& h, std::vector<Slice*>& slices, float fill, s
                         std::to_string(cols) + " x " + std::to_string(rows) + " x " + std::to_string(frames) +
                         " image needs " + std::to_string(expect) + " (truncated file)");
   if (len < expect) throw FormatError("'" + h.path + "': pixel data is shorter than the image size");
-  std::vector<char> buf(len);
-  if (!img.GetBuffer(buf.data()))
+  std::unique_ptr<char[]> buf(new char[len]);  // uninitialised: GetBuffer fills it
+  if (!img.GetBuffer(buf.get()))
     throw FormatError("'" + h.path + "': cannot decode pixel data (transfer syntax " + h.transfer_syntax +
                       ": truncated or unsupported)");
   // The dataset's PixelRepresentation/BitsStored win over what a codec reports (JPEG 2000
@@ -553,12 +553,11 @@ void decode_file(const FileHeader& h, std::vector<Slice*>& slices, float fill, s
   const std::size_t stored = h.bits_stored ? std::min(h.bits_stored, bits) : bits;
   for (Slice* s : slices) {
     const std::size_t n = rows * cols;
-    s->hu.resize(n);
-    const char* src = buf.data() + s->frame * n * (bits / 8);
+    const char* src = buf.get() + s->frame * n * (bits / 8);
     switch (bits) {
-      case 8: to_hu<std::int8_t>(src, s->hu.data(), n, *s, pixrep, stored, bits, h, fill, padding); break;
-      case 16: to_hu<std::int16_t>(src, s->hu.data(), n, *s, pixrep, stored, bits, h, fill, padding); break;
-      case 32: to_hu<std::int32_t>(src, s->hu.data(), n, *s, pixrep, stored, bits, h, fill, padding); break;
+      case 8: to_hu<std::int8_t>(src, s->hu, n, *s, pixrep, stored, bits, h, fill, padding); break;
+      case 16: to_hu<std::int16_t>(src, s->hu, n, *s, pixrep, stored, bits, h, fill, padding); break;
+      case 32: to_hu<std::int32_t>(src, s->hu, n, *s, pixrep, stored, bits, h, fill, padding); break;
     }
   }
 }
@@ -807,7 +806,9 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
     throw ResourceError("series " + chosen.key + " needs " + std::to_string(static_cast<long long>(in_bytes)) +
                         " bytes, more than the memory budget");
 
-  // Decode (files in parallel).
+  // Decode (files in parallel) straight into one slice-ordered buffer (huge-page backed).
+  std::shared_ptr<float> stack_buffer = detail::allocate_voxels<float>(nk_in * chosen.rows * chosen.columns);
+  for (std::size_t k = 0; k < nk_in; ++k) slices[k].hu = stack_buffer.get() + k * chosen.rows * chosen.columns;
   std::map<const FileHeader*, std::vector<Slice*>> by_file;
   for (Slice& sl : slices) by_file[sl.file].push_back(&sl);
   std::vector<std::pair<const FileHeader*, std::vector<Slice*>>> jobs(by_file.begin(), by_file.end());
@@ -823,9 +824,9 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
   // HU plausibility.
   float lo = std::numeric_limits<float>::infinity(), hi = -lo;
   for (const Slice& sl : slices)
-    for (float v : sl.hu) {
-      lo = std::min(lo, v);
-      hi = std::max(hi, v);
+    for (std::size_t q = 0; q < chosen.rows * chosen.columns; ++q) {
+      lo = std::min(lo, sl.hu[q]);
+      hi = std::max(hi, sl.hu[q]);
     }
   if (chosen.modality != "CT") {
     rep.non_hu = true;
@@ -902,11 +903,12 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
   if (double(shape[0]) * shape[1] * shape[2] * 4.0 > double(options.max_bytes))
     throw ResourceError("the output volume would exceed the memory budget");
 
-  Volume<float> out = Volume<float>::uninitialized(shape, Geometry());
-  float* o = out.data();
+  Volume<float> out;
   if (!resample) {
-    for (std::size_t k = 0; k < nk_in; ++k) std::memcpy(o + k * rows * cols, slices[k].hu.data(), rows * cols * sizeof(float));
+    out = Volume<float>::adopt(stack_buffer, shape);  // slices were decoded in place, in order
   } else {
+    out = Volume<float>::uninitialized(shape, Geometry());
+    float* o = out.data();
     const Eigen::Matrix3d m = lps.topLeftCorner<3, 3>();
     const Vec3 origin = lps.block<3, 1>(0, 3);
     std::vector<double> ds(nk_in);
@@ -933,44 +935,63 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
         }
         const Slice* sl[2] = {&slices[k0], &slices[k1]};
         const double w[2] = {1 - t, t};
+        // Output rows run along r with the input's column spacing, so along a row the input
+        // coordinates are u = u0 + i, v = v0 (constant): the bilinear weights are fixed per row
+        // and the inner loop is a contiguous 4-tap blend the compiler vectorises.
         for (std::size_t j = 0; j < shape[1]; ++j) {
           const Vec3 row0 = base + m.col(1) * double(j);
-          double u0[2], v0[2], du[2], dv[2];
+          float* line = dst + j * shape[0];
+          std::int64_t lo = 0, hi = static_cast<std::int64_t>(shape[0]);  // valid i range [lo, hi)
+          struct Tap {
+            const float *a, *b;  // input rows iv and iv + 1
+            std::int64_t x0;     // input column of output i = 0 (floor of u0)
+            float fu, fv, w;
+          } taps[2];
+          int ntaps = 0;
           for (int q = 0; q < 2; ++q) {
+            if (w[q] == 0) continue;
             // The point on input slice q reached from the output point along `along`
             // (the normal on an orthogonal grid, the stacking axis on a kept sheared grid).
             Vec3 rel = row0 - sl[q]->ipp;
             rel -= along * rel.dot(n);
-            u0[q] = rel.dot(r) / dc;
-            v0[q] = rel.dot(c) / dr;
-            du[q] = m.col(0).dot(r) / dc;
-            dv[q] = m.col(0).dot(c) / dr;
-          }
-          float* line = dst + j * shape[0];
-          for (std::size_t i = 0; i < shape[0]; ++i) {
-            double acc = 0;
-            bool inside = true;
-            for (int q = 0; q < 2 && inside; ++q) {
-              if (w[q] == 0) continue;
-              double u = u0[q] + du[q] * double(i), v = v0[q] + dv[q] * double(i);
-              if (u < -1e-6 || v < -1e-6 || u > double(cols - 1) + 1e-6 || v > double(rows - 1) + 1e-6) {
-                inside = false;
-                break;
-              }
-              u = std::clamp(u, 0.0, double(cols - 1));
-              v = std::clamp(v, 0.0, double(rows - 1));
-              std::size_t iu = std::min<std::size_t>(static_cast<std::size_t>(u), cols - 2 + (cols == 1));
-              std::size_t iv = std::min<std::size_t>(static_cast<std::size_t>(v), rows - 2 + (rows == 1));
-              if (cols == 1) iu = 0;
-              if (rows == 1) iv = 0;
-              const double fu = cols == 1 ? 0 : u - double(iu), fv = rows == 1 ? 0 : v - double(iv);
-              const float* px = sl[q]->hu.data();
-              const std::size_t iu1 = cols == 1 ? iu : iu + 1, iv1 = rows == 1 ? iv : iv + 1;
-              const double a = px[iv * cols + iu] * (1 - fu) + px[iv * cols + iu1] * fu;
-              const double b = px[iv1 * cols + iu] * (1 - fu) + px[iv1 * cols + iu1] * fu;
-              acc += w[q] * (a * (1 - fv) + b * fv);
+            const double u0 = rel.dot(r) / dc, v0 = rel.dot(c) / dr;
+            if (v0 < -1e-6 || v0 > double(rows - 1) + 1e-6) {
+              lo = hi = 0;  // this row misses the slice
+              break;
             }
-            line[i] = inside ? static_cast<float>(acc) : fill;
+            const double vc = std::clamp(v0, 0.0, double(rows - 1));
+            const std::size_t iv = std::min<std::size_t>(static_cast<std::size_t>(vc), rows - 1);
+            const std::size_t iv1 = std::min<std::size_t>(iv + 1, rows - 1);
+            const double x0 = std::floor(u0 + 1e-9);
+            const double fu = std::max(0.0, u0 - x0);
+            // valid i: 0 <= u0 + i <= cols - 1
+            lo = std::max<std::int64_t>(lo, static_cast<std::int64_t>(std::ceil(-u0 - 1e-6)));
+            hi = std::min<std::int64_t>(hi, static_cast<std::int64_t>(std::floor(double(cols - 1) - u0 + 1e-6)) + 1);
+            taps[ntaps++] = {sl[q]->hu + iv * cols, sl[q]->hu + iv1 * cols, static_cast<std::int64_t>(x0),
+                             static_cast<float>(fu), static_cast<float>(vc - double(iv)), static_cast<float>(w[q])};
+          }
+          lo = std::max<std::int64_t>(0, lo);
+          hi = std::max<std::int64_t>(lo, hi);
+          std::fill(line, line + lo, fill);
+          std::fill(line + hi, line + shape[0], fill);
+          if (lo == hi) continue;
+          std::fill(line + lo, line + hi, 0.0f);
+          const std::int64_t last = static_cast<std::int64_t>(cols) - 1;
+          for (int q = 0; q < ntaps; ++q) {
+            const Tap& tp = taps[q];
+            const float w00 = tp.w * (1 - tp.fu) * (1 - tp.fv), w01 = tp.w * tp.fu * (1 - tp.fv);
+            const float w10 = tp.w * (1 - tp.fu) * tp.fv, w11 = tp.w * tp.fu * tp.fv;
+            std::int64_t i = lo;
+            // interior: x + 1 <= last
+            const std::int64_t hi_in = std::min<std::int64_t>(hi, last - tp.x0);
+            for (; i < hi_in; ++i) {
+              const std::int64_t x = tp.x0 + i;
+              line[i] += w00 * tp.a[x] + w01 * tp.a[x + 1] + w10 * tp.b[x] + w11 * tp.b[x + 1];
+            }
+            for (; i < hi; ++i) {  // the last column (u == cols - 1, fu == 0)
+              const std::int64_t x = std::min(tp.x0 + i, last), x1 = std::min(x + 1, last);
+              line[i] += w00 * tp.a[x] + w01 * tp.a[x1] + w10 * tp.b[x] + w11 * tp.b[x1];
+            }
           }
         }
       }
