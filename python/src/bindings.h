@@ -13,6 +13,7 @@ namespace py = pybind11;
 void bind_core(py::module_& m);
 void bind_io(py::module_& m);
 void bind_phantom(py::module_& m);
+void bind_preprocess(py::module_& m);
 
 /// Wrap a C++ volume as the Python `ichkit.Volume` (shares the buffer).
 py::object wrap(AnyVolume v);

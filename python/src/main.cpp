@@ -11,4 +11,5 @@ Use the `ichkit` package, which re-exports this module.)pbdoc";
   ichkit::python::bind_core(m);
   ichkit::python::bind_io(m);
   ichkit::python::bind_phantom(m);
+  ichkit::python::bind_preprocess(m);
 }

@@ -1,0 +1,323 @@
+#pragma once
+/// \file resample.h
+/// Resampling in world space. The output grid is a Geometry + Shape3; every output voxel is
+/// placed in the world by its affine and read from the input at the continuous index
+/// `inverse(input affine) * world`, so any grid change (spacing, shape, orientation, shear) is
+/// one operation and the physical position of every voxel is exact. Header-only templates.
+///
+/// Interpolation: nearest (masks, labels), linear (trilinear), cubic (cubic B-spline with
+/// mirror boundary prefiltering, as scipy.ndimage's order=3 with mode='mirror'). Samples whose
+/// continuous index lies outside [0, n-1] on any axis get `fill`. When downsampling, a Gaussian
+/// filter (sigma = (factor - 1) / 2 input voxels, as scikit-image) is applied first unless
+/// `antialias` is false.
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ichkit/core/error.h"
+#include "ichkit/core/threading.h"
+#include "ichkit/core/volume.h"
+
+namespace ichkit::preprocess {
+
+enum class Interp { Nearest, Linear, Cubic };
+
+inline Interp interp_from_string(const std::string& s) {
+  if (s == "nearest") return Interp::Nearest;
+  if (s == "linear" || s == "trilinear") return Interp::Linear;
+  if (s == "cubic" || s == "bspline") return Interp::Cubic;
+  throw InvalidArgument("unknown interpolation '" + s + "' (use nearest, linear or cubic)");
+}
+inline const char* to_string(Interp i) {
+  return i == Interp::Nearest ? "nearest" : i == Interp::Linear ? "linear" : "cubic";
+}
+
+namespace detail {
+
+// Separable Gaussian filter along one axis of an i-fastest float buffer (sigma in voxels).
+inline void gaussian_axis(std::vector<float>& data, const Shape3& s, int axis, double sigma) {
+  if (!(sigma > 0.05) || s[axis] < 2) return;
+  const int radius = std::max(1, static_cast<int>(std::ceil(3.0 * sigma)));
+  std::vector<float> k(2 * radius + 1);
+  double sum = 0;
+  for (int t = -radius; t <= radius; ++t) sum += k[t + radius] = static_cast<float>(std::exp(-0.5 * t * t / (sigma * sigma)));
+  for (float& w : k) w = static_cast<float>(w / sum);
+  const std::size_t n = s[axis];
+  const std::size_t stride = axis == 0 ? 1 : axis == 1 ? s[0] : s[0] * s[1];
+  const std::size_t lines = s[0] * s[1] * s[2] / n;
+  parallel_for(static_cast<std::int64_t>(lines), [&](std::int64_t b, std::int64_t e) {
+    std::vector<float> line(n), out(n);
+    for (std::int64_t l = b; l < e; ++l) {
+      // start offset of line l
+      std::size_t start;
+      if (axis == 0) start = std::size_t(l) * s[0];
+      else if (axis == 1) start = (std::size_t(l) / s[0]) * s[0] * s[1] + std::size_t(l) % s[0];
+      else start = std::size_t(l);
+      for (std::size_t t = 0; t < n; ++t) line[t] = data[start + t * stride];
+      for (std::size_t t = 0; t < n; ++t) {
+        double acc = 0;
+        for (int q = -radius; q <= radius; ++q) {
+          std::int64_t idx = std::int64_t(t) + q;
+          // mirror ("reflect") boundary
+          while (idx < 0 || idx >= std::int64_t(n)) idx = idx < 0 ? -idx - 1 : 2 * std::int64_t(n) - idx - 1;
+          acc += k[q + radius] * line[std::size_t(idx)];
+        }
+        out[t] = static_cast<float>(acc);
+      }
+      for (std::size_t t = 0; t < n; ++t) data[start + t * stride] = out[t];
+    }
+  });
+}
+
+// In-place cubic B-spline prefilter along one axis with mirror boundary (Unser 1993; the
+// initialisation scipy.ndimage uses for mode 'mirror').
+inline void bspline_prefilter_axis(std::vector<double>& c, const Shape3& s, int axis) {
+  const std::size_t n = s[axis];
+  if (n < 2) return;
+  const double z = std::sqrt(3.0) - 2.0, lambda = (1 - z) * (1 - 1 / z);
+  const std::size_t stride = axis == 0 ? 1 : axis == 1 ? s[0] : s[0] * s[1];
+  const std::size_t lines = s[0] * s[1] * s[2] / n;
+  parallel_for(static_cast<std::int64_t>(lines), [&](std::int64_t b, std::int64_t e) {
+    std::vector<double> x(n);
+    for (std::int64_t l = b; l < e; ++l) {
+      std::size_t start;
+      if (axis == 0) start = std::size_t(l) * s[0];
+      else if (axis == 1) start = (std::size_t(l) / s[0]) * s[0] * s[1] + std::size_t(l) % s[0];
+      else start = std::size_t(l);
+      for (std::size_t t = 0; t < n; ++t) x[t] = c[start + t * stride] * lambda;
+      // causal initialisation (mirror symmetric, exact sum)
+      double zn = z, z2n = std::pow(z, double(n - 1)), sum = x[0] + z2n * x[n - 1];
+      z2n *= z2n / z;
+      for (std::size_t t = 1; t + 1 < n; ++t) {
+        sum += (zn + z2n) * x[t];
+        zn *= z;
+        z2n /= z;
+      }
+      x[0] = sum / (1 - std::pow(z, double(2 * n - 2)));
+      for (std::size_t t = 1; t < n; ++t) x[t] += z * x[t - 1];
+      x[n - 1] = (z / (z * z - 1)) * (z * x[n - 2] + x[n - 1]);
+      for (std::size_t t = n - 1; t-- > 0;) x[t] = z * (x[t + 1] - x[t]);
+      for (std::size_t t = 0; t < n; ++t) c[start + t * stride] = x[t];
+    }
+  });
+}
+
+inline std::int64_t mirror_index(std::int64_t i, std::int64_t n) {
+  if (n == 1) return 0;
+  const std::int64_t period = 2 * n - 2;
+  i = i % period;
+  if (i < 0) i += period;
+  return i < n ? i : period - i;
+}
+
+inline void cubic_weights(double t, double w[4]) {
+  // t in [0,1): weights of samples floor-1 .. floor+2
+  const double t2 = t * t, t3 = t2 * t;
+  w[0] = (1 - t) * (1 - t) * (1 - t) / 6.0;
+  w[1] = (3 * t3 - 6 * t2 + 4) / 6.0;
+  w[2] = (-3 * t3 + 3 * t2 + 3 * t + 1) / 6.0;
+  w[3] = t3 / 6.0;
+}
+
+}  // namespace detail
+
+/// Resample `v` onto the grid (`geometry`, `shape`).
+template <class T>
+Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& shape, Interp interp = Interp::Linear,
+                   double fill = 0.0, bool antialias = true) {
+  if (v.empty()) throw InvalidArgument("resample: empty volume");
+  const Shape3 in = v.shape();
+  const Eigen::Matrix4d m4 = v.geometry().inverse_affine() * geometry.affine();  // out index -> in index
+  const Eigen::Matrix3d m = m4.topLeftCorner<3, 3>();
+  const Eigen::Vector3d b = m4.topRightCorner<3, 1>();
+  // Source samples (float/double working copy when filtering is needed).
+  const bool integral = std::is_integral<T>::value;
+  Volume<T> out = Volume<T>::uninitialized(shape, geometry);
+  out.metadata() = v.metadata();
+  T* o = out.data();
+  const T fillv = static_cast<T>(fill);
+  const double lim[3] = {double(in[0] - 1), double(in[1] - 1), double(in[2] - 1)};
+  const double eps = 1e-6;
+
+  if (interp == Interp::Nearest) {
+    const T* src = v.data();
+    parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
+      for (std::int64_t r = rb; r < re; ++r) {
+        const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
+        Eigen::Vector3d q = m.col(1) * double(j) + m.col(2) * double(k) + b;
+        T* line = o + std::size_t(r) * shape[0];
+        for (std::size_t i = 0; i < shape[0]; ++i, q += m.col(0)) {
+          // round half away from zero would differ from scipy's order=0 (which rounds
+          // half to even via floor(x + 0.5)); use floor(x + 0.5) like scipy.
+          const double x = std::floor(q[0] + 0.5), y = std::floor(q[1] + 0.5), z = std::floor(q[2] + 0.5);
+          if (q[0] < -eps || q[1] < -eps || q[2] < -eps || q[0] > lim[0] + eps || q[1] > lim[1] + eps || q[2] > lim[2] + eps) {
+            line[i] = fillv;
+            continue;
+          }
+          const std::size_t xi = std::min<std::size_t>(std::size_t(std::max(0.0, x)), in[0] - 1);
+          const std::size_t yi = std::min<std::size_t>(std::size_t(std::max(0.0, y)), in[1] - 1);
+          const std::size_t zi = std::min<std::size_t>(std::size_t(std::max(0.0, z)), in[2] - 1);
+          line[i] = src[xi + in[0] * (yi + in[1] * zi)];
+        }
+      }
+    });
+    return out;
+  }
+
+  // Working copy in double (cubic) or float (linear), anti-aliased when downsampling.
+  double sigma[3] = {0, 0, 0};
+  if (antialias)
+    for (int a = 0; a < 3; ++a) {
+      const double factor = m.row(a).cwiseAbs().maxCoeff();  // input voxels per output step
+      sigma[a] = factor > 1 + 1e-9 ? (factor - 1) / 2 : 0;
+    }
+  const bool smooth = sigma[0] > 0.05 || sigma[1] > 0.05 || sigma[2] > 0.05;
+  std::vector<float> work;
+  const float* fsrc = nullptr;
+  if constexpr (std::is_same<T, float>::value) fsrc = v.data();
+  if (smooth || !fsrc) {
+    work.resize(v.size());
+    for (std::size_t n = 0; n < v.size(); ++n) work[n] = static_cast<float>(v.data()[n]);
+    for (int a = 0; a < 3; ++a) detail::gaussian_axis(work, in, a, sigma[a]);
+    fsrc = work.data();
+  }
+  auto store = [&](double val) -> T {
+    if constexpr (std::is_integral<T>::value) {
+      val = std::nearbyint(val);
+      return static_cast<T>(std::clamp(val, double(std::numeric_limits<T>::lowest()), double(std::numeric_limits<T>::max())));
+    } else {
+      return static_cast<T>(val);
+    }
+  };
+  (void)integral;
+
+  if (interp == Interp::Linear) {
+    const std::size_t sx = 1, sy = in[0], sz = in[0] * in[1];
+    parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
+      for (std::int64_t r = rb; r < re; ++r) {
+        const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
+        Eigen::Vector3d q = m.col(1) * double(j) + m.col(2) * double(k) + b;
+        T* line = o + std::size_t(r) * shape[0];
+        for (std::size_t i = 0; i < shape[0]; ++i, q += m.col(0)) {
+          if (q[0] < -eps || q[1] < -eps || q[2] < -eps || q[0] > lim[0] + eps || q[1] > lim[1] + eps || q[2] > lim[2] + eps) {
+            line[i] = fillv;
+            continue;
+          }
+          double c[3], f[3];
+          std::size_t i0[3], i1[3];
+          for (int a = 0; a < 3; ++a) {
+            c[a] = std::clamp(q[a], 0.0, lim[a]);
+            double fl = std::floor(c[a]);
+            if (fl >= lim[a]) fl = std::max(0.0, lim[a] - 1);
+            i0[a] = std::size_t(fl);
+            i1[a] = std::min<std::size_t>(i0[a] + 1, in[a] - 1);
+            f[a] = in[a] == 1 ? 0.0 : c[a] - fl;
+          }
+          const float* p = fsrc;
+          const double c00 = p[i0[0] * sx + i0[1] * sy + i0[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i0[1] * sy + i0[2] * sz] * f[0];
+          const double c10 = p[i0[0] * sx + i1[1] * sy + i0[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i1[1] * sy + i0[2] * sz] * f[0];
+          const double c01 = p[i0[0] * sx + i0[1] * sy + i1[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i0[1] * sy + i1[2] * sz] * f[0];
+          const double c11 = p[i0[0] * sx + i1[1] * sy + i1[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i1[1] * sy + i1[2] * sz] * f[0];
+          const double c0 = c00 * (1 - f[1]) + c10 * f[1], c1 = c01 * (1 - f[1]) + c11 * f[1];
+          line[i] = store(c0 * (1 - f[2]) + c1 * f[2]);
+        }
+      }
+    });
+    return out;
+  }
+
+  // Cubic B-spline: prefilter to coefficients (mirror boundary), then evaluate.
+  std::vector<double> coef(v.size());
+  for (std::size_t n = 0; n < v.size(); ++n) coef[n] = fsrc[n];
+  for (int a = 0; a < 3; ++a) detail::bspline_prefilter_axis(coef, in, a);
+  parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
+    for (std::int64_t r = rb; r < re; ++r) {
+      const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
+      Eigen::Vector3d q = m.col(1) * double(j) + m.col(2) * double(k) + b;
+      T* line = o + std::size_t(r) * shape[0];
+      for (std::size_t i = 0; i < shape[0]; ++i, q += m.col(0)) {
+        if (q[0] < -eps || q[1] < -eps || q[2] < -eps || q[0] > lim[0] + eps || q[1] > lim[1] + eps || q[2] > lim[2] + eps) {
+          line[i] = fillv;
+          continue;
+        }
+        double w[3][4];
+        std::int64_t idx[3][4];
+        for (int a = 0; a < 3; ++a) {
+          const double fl = std::floor(q[a]);
+          detail::cubic_weights(q[a] - fl, w[a]);
+          for (int t = 0; t < 4; ++t) idx[a][t] = detail::mirror_index(std::int64_t(fl) - 1 + t, std::int64_t(in[a]));
+        }
+        double acc = 0;
+        for (int tz = 0; tz < 4; ++tz)
+          for (int ty = 0; ty < 4; ++ty) {
+            const double wyz = w[2][tz] * w[1][ty];
+            const double* row = coef.data() + std::size_t(idx[1][ty]) * in[0] + std::size_t(idx[2][tz]) * in[0] * in[1];
+            acc += wyz * (w[0][0] * row[idx[0][0]] + w[0][1] * row[idx[0][1]] + w[0][2] * row[idx[0][2]] + w[0][3] * row[idx[0][3]]);
+          }
+        line[i] = store(acc);
+      }
+    }
+  });
+  return out;
+}
+
+/// The grid with the same directions, centre and (approximately) physical extent as `g`/`shape`
+/// but voxel size `spacing` (mm): n_out = max(1, round(n * s / s_out)); the grid centre stays
+/// exactly where it was, so there is no half-voxel shift.
+inline std::pair<Geometry, Shape3> grid_with_spacing(const Geometry& g, const Shape3& shape, const Eigen::Vector3d& spacing) {
+  Shape3 out{};
+  const Eigen::Vector3d s = g.spacing();
+  for (int a = 0; a < 3; ++a) {
+    if (!(spacing[a] > 0)) throw InvalidArgument("target spacing must be positive");
+    out[a] = static_cast<std::size_t>(std::max(1.0, std::round(double(shape[a]) * s[a] / spacing[a])));
+  }
+  Eigen::Matrix4d a = g.affine();
+  Eigen::Matrix3d dir = g.direction();
+  a.topLeftCorner<3, 3>() = dir * spacing.asDiagonal();
+  const Eigen::Vector3d centre = g.index_to_world(Eigen::Vector3d((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, (shape[2] - 1) / 2.0));
+  a.topRightCorner<3, 1>() = centre - a.topLeftCorner<3, 3>() * Eigen::Vector3d((out[0] - 1) / 2.0, (out[1] - 1) / 2.0, (out[2] - 1) / 2.0);
+  return {Geometry(a), out};
+}
+
+/// The grid with the same directions, centre and physical extent as `g`/`shape` but `out` voxels.
+inline Geometry grid_with_shape(const Geometry& g, const Shape3& shape, const Shape3& out) {
+  Eigen::Vector3d spacing;
+  const Eigen::Vector3d s = g.spacing();
+  for (int a = 0; a < 3; ++a) {
+    if (out[a] == 0) throw InvalidArgument("target shape must be positive");
+    spacing[a] = s[a] * double(shape[a]) / double(out[a]);
+  }
+  Eigen::Matrix4d a = g.affine();
+  a.topLeftCorner<3, 3>() = g.direction() * spacing.asDiagonal();
+  const Eigen::Vector3d centre = g.index_to_world(Eigen::Vector3d((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, (shape[2] - 1) / 2.0));
+  a.topRightCorner<3, 1>() = centre - a.topLeftCorner<3, 3>() * Eigen::Vector3d((out[0] - 1) / 2.0, (out[1] - 1) / 2.0, (out[2] - 1) / 2.0);
+  return Geometry(a);
+}
+
+/// Resample to a voxel size in mm (centre kept).
+template <class T>
+Volume<T> resample_to_spacing(const Volume<T>& v, const Eigen::Vector3d& spacing, Interp interp = Interp::Linear,
+                              double fill = 0.0, bool antialias = true) {
+  auto [g, s] = grid_with_spacing(v.geometry(), v.shape(), spacing);
+  return resample(v, g, s, interp, fill, antialias);
+}
+
+/// Resample to a shape (centre and physical extent kept).
+template <class T>
+Volume<T> resample_to_shape(const Volume<T>& v, const Shape3& shape, Interp interp = Interp::Linear, double fill = 0.0,
+                            bool antialias = true) {
+  return resample(v, grid_with_shape(v.geometry(), v.shape(), shape), shape, interp, fill, antialias);
+}
+
+/// Resample onto another volume's grid.
+template <class T, class U>
+Volume<T> resample_like(const Volume<T>& v, const Volume<U>& reference, Interp interp = Interp::Linear, double fill = 0.0,
+                        bool antialias = true) {
+  return resample(v, reference.geometry(), reference.shape(), interp, fill, antialias);
+}
+
+}  // namespace ichkit::preprocess

@@ -1,0 +1,99 @@
+#pragma once
+/// \file window.h
+/// HU windowing to [0, 1] (or any range), clipped; multi-window channel stacks laid out
+/// (C, D, H, W) for the network. Names follow MONAI's ScaleIntensityRange.
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "ichkit/core/error.h"
+#include "ichkit/core/threading.h"
+#include "ichkit/core/volume.h"
+
+namespace ichkit::preprocess {
+
+/// A window by level/width (HU).
+struct Window {
+  double level = 40, width = 80;
+  double lo() const { return level - width / 2; }
+  double hi() const { return level + width / 2; }
+};
+
+/// Brain 40/80, subdural 80/200, bone 600/2800.
+inline std::vector<Window> default_windows() { return {{40, 80}, {80, 200}, {600, 2800}}; }
+
+/// MONAI's ScaleIntensityRange: map [a_min, a_max] linearly to [b_min, b_max], clipping if asked.
+template <class T>
+Volume<float> scale_intensity_range(const Volume<T>& v, double a_min, double a_max, double b_min = 0, double b_max = 1,
+                                    bool clip = true) {
+  if (!(a_max > a_min)) throw InvalidArgument("scale_intensity_range: a_max must be > a_min");
+  Volume<float> out = Volume<float>::uninitialized(v.shape(), v.geometry());
+  out.metadata() = v.metadata();
+  const float scale = static_cast<float>((b_max - b_min) / (a_max - a_min));
+  const float off = static_cast<float>(b_min - a_min * (b_max - b_min) / (a_max - a_min));
+  const float lo = static_cast<float>(std::min(b_min, b_max)), hi = static_cast<float>(std::max(b_min, b_max));
+  const T* s = v.data();
+  float* d = out.data();
+  parallel_for(static_cast<std::int64_t>(v.size()), [&](std::int64_t b, std::int64_t e) {
+    if (clip)
+      for (std::int64_t n = b; n < e; ++n) d[n] = std::min(hi, std::max(lo, static_cast<float>(s[n]) * scale + off));
+    else
+      for (std::int64_t n = b; n < e; ++n) d[n] = static_cast<float>(s[n]) * scale + off;
+  }, 1 << 16);
+  return out;
+}
+
+/// One window (level/width, HU) to [out_min, out_max], clipped.
+template <class T>
+Volume<float> window(const Volume<T>& v, const Window& w, double out_min = 0, double out_max = 1) {
+  if (!(w.width > 0)) throw InvalidArgument("window width must be positive");
+  return scale_intensity_range(v, w.lo(), w.hi(), out_min, out_max, true);
+}
+
+/// Channels of one grid, stored (C, nk, nj, ni) - a contiguous (C, D, H, W) tensor.
+struct Channels {
+  Shape3 shape{0, 0, 0};
+  Geometry geometry;
+  std::size_t count = 0;
+  std::shared_ptr<float> data;
+  float* channel(std::size_t c) { return data.get() + c * shape[0] * shape[1] * shape[2]; }
+  const float* channel(std::size_t c) const { return data.get() + c * shape[0] * shape[1] * shape[2]; }
+  /// Channel c as a Volume sharing the buffer.
+  Volume<float> volume(std::size_t c) const {
+    if (c >= count) throw InvalidArgument("channel index out of range");
+    return Volume<float>::adopt(std::shared_ptr<float>(data, data.get() + c * shape[0] * shape[1] * shape[2]), shape, geometry);
+  }
+};
+
+/// Several windows of one volume in one pass, as channels (default: brain, subdural, bone).
+template <class T>
+Channels window_stack(const Volume<T>& v, const std::vector<Window>& windows = default_windows(), double out_min = 0,
+                      double out_max = 1) {
+  if (windows.empty()) throw InvalidArgument("window_stack: no windows");
+  Channels c;
+  c.shape = v.shape();
+  c.geometry = v.geometry();
+  c.count = windows.size();
+  const std::size_t n = v.size();
+  c.data = ichkit::detail::allocate_voxels<float>(n * windows.size());
+  std::vector<float> scale(windows.size()), off(windows.size());
+  for (std::size_t w = 0; w < windows.size(); ++w) {
+    if (!(windows[w].width > 0)) throw InvalidArgument("window width must be positive");
+    scale[w] = static_cast<float>((out_max - out_min) / windows[w].width);
+    off[w] = static_cast<float>(out_min - windows[w].lo() * (out_max - out_min) / windows[w].width);
+  }
+  const float lo = static_cast<float>(std::min(out_min, out_max)), hi = static_cast<float>(std::max(out_min, out_max));
+  const T* s = v.data();
+  float* d = c.data.get();
+  const std::size_t nw = windows.size();
+  parallel_for(static_cast<std::int64_t>(n), [&](std::int64_t b, std::int64_t e) {
+    for (std::size_t w = 0; w < nw; ++w) {
+      float* dw = d + w * n;
+      const float sc = scale[w], of = off[w];
+      for (std::int64_t q = b; q < e; ++q) dw[q] = std::min(hi, std::max(lo, static_cast<float>(s[q]) * sc + of));
+    }
+  }, 1 << 16);
+  return c;
+}
+
+}  // namespace ichkit::preprocess

@@ -1,0 +1,123 @@
+// Bindings of the preprocess module: every step as a function on ichkit.Volume; the GIL is
+// released while it runs.
+#include <pybind11/eigen.h>
+
+#include "bindings.h"
+#include "ichkit/preprocess/crop.h"
+#include "ichkit/preprocess/reorient.h"
+#include "ichkit/preprocess/resample.h"
+#include "ichkit/preprocess/window.h"
+
+namespace ichkit::python {
+
+namespace {
+using namespace ichkit::preprocess;
+
+template <class F>
+py::object visit_nogil(const py::object& vol, F&& f) {
+  const AnyVolume& v = unwrap(vol);
+  AnyVolume out;
+  {
+    py::gil_scoped_release nogil;
+    out = std::visit([&](const auto& x) -> AnyVolume { return f(x); }, v);
+  }
+  return wrap(std::move(out));
+}
+
+Shape3 to_shape(const std::vector<std::size_t>& s) {
+  if (s.size() != 3) throw InvalidArgument("a shape has 3 values (ni, nj, nk)");
+  return {s[0], s[1], s[2]};
+}
+Index3 to_index(const std::vector<std::int64_t>& s) {
+  if (s.size() != 3) throw InvalidArgument("an index has 3 values (i, j, k)");
+  return {s[0], s[1], s[2]};
+}
+std::vector<Window> to_windows(const std::vector<std::pair<double, double>>& w) {
+  std::vector<Window> out;
+  for (auto& [level, width] : w) out.push_back({level, width});
+  return out;
+}
+Geometry geometry_from_matrix(const Eigen::Matrix4d& m) { return Geometry(m); }
+}  // namespace
+
+void bind_preprocess(py::module_& root) {
+  py::module_ m = root.def_submodule("preprocess", "Windowing, resampling, reorientation, crop/pad - geometry kept.");
+  m.def("window", [](const py::object& v, double level, double width, double out_min, double out_max) {
+          return visit_nogil(v, [&](const auto& x) { return window(x, Window{level, width}, out_min, out_max); });
+        }, py::arg("volume"), py::arg("level") = 40.0, py::arg("width") = 80.0, py::arg("out_min") = 0.0,
+        py::arg("out_max") = 1.0, "HU window (level/width) to [out_min, out_max], clipped; float32 Volume.");
+  m.def("scale_intensity_range", [](const py::object& v, double a_min, double a_max, double b_min, double b_max, bool clip) {
+          return visit_nogil(v, [&](const auto& x) { return scale_intensity_range(x, a_min, a_max, b_min, b_max, clip); });
+        }, py::arg("volume"), py::arg("a_min"), py::arg("a_max"), py::arg("b_min") = 0.0, py::arg("b_max") = 1.0,
+        py::arg("clip") = true, "MONAI's ScaleIntensityRange.");
+  m.def("window_stack", [](const py::object& v, const std::vector<std::pair<double, double>>& windows, double out_min,
+                           double out_max) {
+          const AnyVolume& av = unwrap(v);
+          Channels c;
+          {
+            py::gil_scoped_release nogil;
+            c = std::visit([&](const auto& x) { return window_stack(x, to_windows(windows), out_min, out_max); }, av);
+          }
+          auto* keep = new std::shared_ptr<float>(c.data);
+          py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<float>*>(p); });
+          std::vector<py::ssize_t> shape{py::ssize_t(c.count), py::ssize_t(c.shape[2]), py::ssize_t(c.shape[1]), py::ssize_t(c.shape[0])};
+          return py::array_t<float>(shape, c.data.get(), owner);
+        }, py::arg("volume"), py::arg("windows") = std::vector<std::pair<double, double>>{{40, 80}, {80, 200}, {600, 2800}},
+        py::arg("out_min") = 0.0, py::arg("out_max") = 1.0,
+        "Several (level, width) windows in one pass: a float32 array (C, D, H, W) = (C, nk, nj, ni), C-contiguous.");
+  m.def("resample", [](const py::object& v, const Eigen::Matrix4d& affine, const std::vector<std::size_t>& shape,
+                       const std::string& interp, double fill, bool antialias) {
+          const Geometry g = geometry_from_matrix(affine);
+          const Shape3 s = to_shape(shape);
+          const Interp it = interp_from_string(interp);
+          return visit_nogil(v, [&](const auto& x) { return resample(x, g, s, it, fill, antialias); });
+        }, py::arg("volume"), py::arg("affine"), py::arg("shape"), py::arg("interp") = "linear", py::arg("fill") = 0.0,
+        py::arg("antialias") = true, "Resample onto the grid (affine, shape) in world space.");
+  m.def("resample_to_spacing", [](const py::object& v, const Eigen::Vector3d& spacing, const std::string& interp, double fill,
+                                  bool antialias) {
+          const Interp it = interp_from_string(interp);
+          return visit_nogil(v, [&](const auto& x) { return resample_to_spacing(x, spacing, it, fill, antialias); });
+        }, py::arg("volume"), py::arg("spacing"), py::arg("interp") = "linear", py::arg("fill") = 0.0, py::arg("antialias") = true,
+        "Resample to a voxel size (mm); the grid centre stays put.");
+  m.def("resample_to_shape", [](const py::object& v, const std::vector<std::size_t>& shape, const std::string& interp,
+                                double fill, bool antialias) {
+          const Interp it = interp_from_string(interp);
+          const Shape3 s = to_shape(shape);
+          return visit_nogil(v, [&](const auto& x) { return resample_to_shape(x, s, it, fill, antialias); });
+        }, py::arg("volume"), py::arg("shape"), py::arg("interp") = "linear", py::arg("fill") = 0.0, py::arg("antialias") = true,
+        "Resample to a shape; centre and physical extent kept.");
+  m.def("resample_like", [](const py::object& v, const py::object& reference, const std::string& interp, double fill,
+                            bool antialias) {
+          const AnyVolume& ref = unwrap(reference);
+          const Geometry g = std::visit([](const auto& r) { return r.geometry(); }, ref);
+          const Shape3 s = std::visit([](const auto& r) { return r.shape(); }, ref);
+          const Interp it = interp_from_string(interp);
+          return visit_nogil(v, [&](const auto& x) { return resample(x, g, s, it, fill, antialias); });
+        }, py::arg("volume"), py::arg("reference"), py::arg("interp") = "linear", py::arg("fill") = 0.0,
+        py::arg("antialias") = true, "Resample onto another volume's grid.");
+  m.def("reorient", [](const py::object& v, const std::string& code) {
+          return visit_nogil(v, [&](const auto& x) { return reorient(x, code); });
+        }, py::arg("volume"), py::arg("code") = "RAS",
+        "Permute/flip axes to an orientation code (default RAS = nibabel's as_closest_canonical).");
+  m.def("crop_or_pad", [](const py::object& v, const std::vector<std::int64_t>& lo, const std::vector<std::int64_t>& hi,
+                          double fill) {
+          return visit_nogil(v, [&](const auto& x) {
+            using T = typename std::decay_t<decltype(x)>::value_type;
+            return crop_or_pad(x, to_index(lo), to_index(hi), static_cast<T>(fill));
+          });
+        }, py::arg("volume"), py::arg("lo"), py::arg("hi"), py::arg("fill") = 0.0,
+        "Sub-volume [lo, hi) per axis; outside the volume is `fill`. The affine follows.");
+  m.def("center_crop_or_pad", [](const py::object& v, const std::vector<std::size_t>& shape, double fill) {
+          const Shape3 s = to_shape(shape);
+          return visit_nogil(v, [&](const auto& x) {
+            using T = typename std::decay_t<decltype(x)>::value_type;
+            return center_crop_or_pad(x, s, static_cast<T>(fill));
+          });
+        }, py::arg("volume"), py::arg("shape"), py::arg("fill") = 0.0);
+  m.def("crop_to_foreground", [](const py::object& v, double threshold, double margin_mm) {
+          return visit_nogil(v, [&](const auto& x) { return crop_to_foreground(x, threshold, margin_mm); });
+        }, py::arg("volume"), py::arg("threshold") = -500.0, py::arg("margin_mm") = 0.0,
+        "Crop to the bounding box of voxels above `threshold`, plus a margin in mm.");
+}
+
+}  // namespace ichkit::python
