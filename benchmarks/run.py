@@ -90,7 +90,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--build", default=str(ROOT / "build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--suite", choices=["io", "preprocess", "all"], default="all")
     args = ap.parse_args()
+    if args.suite in ("preprocess", "all"):
+        preprocess_suite(args)
+    if args.suite == "preprocess":
+        return
 
     threads = os.cpu_count()
     ichkit.set_num_threads(threads)
@@ -157,6 +162,61 @@ def main():
           "DICOM: see the docstring of benchmarks/run.py (pydicom + numpy sorting and rescale; header-only scans).", "",
           table, ""]
     (out / "benchmark-io.md").write_text("\n".join(md))
+
+
+def preprocess_suite(args):
+    """Windowing, resampling, skull strip and the whole pipeline on a 512 x 512 x 32 head CT at
+    0.45 x 0.45 x 5 mm (phantom seed 1), ichkit (google-benchmark) against numpy / scipy.ndimage /
+    torch.nn.functional.interpolate on the same scan, same run, all cores for both."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import preprocess_peers as peers  # noqa: E402
+
+    torch_threads = os.cpu_count()
+    import torch  # noqa: E402
+
+    torch.set_num_threads(torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        case = ichkit.phantom.make_case(seed=1)
+        ichkit.write_nifti(case["image"], str(tmp / "ct.nii"))
+        hu = nib.load(str(tmp / "ct.nii")).get_fdata(dtype=np.float32)
+        spacing = case["image"].spacing
+        cpp = run_cpp(Path(args.build) / "benchmarks" / "bench_preprocess", tmp, args.repeats)
+    rows = [
+        ("window, 1 (brain 40/80)", cpp["BM_Window1"], "numpy", timeit(lambda: peers.window1(hu), args.repeats)),
+        ("window, 3 channels", cpp["BM_Window3"], "numpy", timeit(lambda: peers.window3(hu), args.repeats)),
+        ("resample to 1 x 1 x 5 mm (linear, no anti-aliasing)", cpp["BM_ResampleTo1mmNoAA"], "scipy zoom",
+         timeit(lambda: peers.scipy_zoom(hu, (0.45, 0.45, 1.0)), args.repeats)),
+        ("resample to 1 x 1 x 5 mm (linear, no anti-aliasing)", cpp["BM_ResampleTo1mmNoAA"], "torch interpolate",
+         timeit(lambda: peers.torch_resize(hu, (32, 230, 230)), args.repeats)),
+        ("resample to 1 x 1 x 5 mm (linear + Gaussian anti-aliasing)", cpp["BM_ResampleTo1mm"], "scipy zoom (no AA)",
+         timeit(lambda: peers.scipy_zoom(hu, (0.45, 0.45, 1.0)), args.repeats)),
+        ("resample to 128 x 128 x 64 (linear, no anti-aliasing)", cpp["BM_ResampleToShapeNoAA"], "scipy zoom",
+         timeit(lambda: peers.scipy_zoom(hu, (0.25, 0.25, 2.0)), args.repeats)),
+        ("resample to 128 x 128 x 64 (linear, no anti-aliasing)", cpp["BM_ResampleToShapeNoAA"], "torch interpolate",
+         timeit(lambda: peers.torch_resize(hu, (64, 128, 128)), args.repeats)),
+        ("resample to 128 x 128 x 64 (linear + Gaussian anti-aliasing)", cpp["BM_ResampleToShape"], "scipy zoom (no AA)",
+         timeit(lambda: peers.scipy_zoom(hu, (0.25, 0.25, 2.0)), args.repeats)),
+        ("skull strip", cpp["BM_SkullStrip"], "scipy.ndimage", timeit(lambda: peers.skull_strip(hu, spacing), max(3, args.repeats // 2))),
+        ("whole pipeline (default_head_ct)", cpp["BM_Pipeline"], "numpy + scipy", timeit(lambda: peers.pipeline(hu, spacing), args.repeats)),
+    ]
+    lines = ["| stage (512x512x32 at 0.45x0.45x5 mm) | ichkit median ms (min..max) | peer | peer median ms (min..max) | peer / ichkit |",
+             "|---|---|---|---|---|"]
+    out = []
+    for stage, a, peer, b in rows:
+        ratio = b["median_ms"] / a["median_ms"]
+        out.append({"stage": stage, "ichkit": a, "peer_name": peer, "peer": b, "ratio": ratio})
+        lines.append(f"| {stage} | {a['median_ms']:.1f} ({a['min_ms']:.1f}..{a['max_ms']:.1f}) | {peer} | "
+                     f"{b['median_ms']:.1f} ({b['min_ms']:.1f}..{b['max_ms']:.1f}) | **{ratio:.1f}x** |")
+    table = "\n".join(lines)
+    print(table)
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "benchmark-preprocess.json").write_text(json.dumps({"threads": torch_threads, "stages": out}, indent=2) + "\n")
+    (dest / "benchmark-preprocess.md").write_text(
+        "# Preprocessing: ichkit vs numpy / scipy.ndimage / torch\n\n"
+        f"Measured by `benchmarks/run.py --suite preprocess` on {torch_threads} cores, median of {args.repeats} runs "
+        "after a warm-up; torch with the same thread count. Peers: `benchmarks/preprocess_peers.py`.\n\n" + table + "\n")
 
 
 if __name__ == "__main__":

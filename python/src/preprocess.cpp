@@ -4,6 +4,8 @@
 
 #include "bindings.h"
 #include "ichkit/preprocess/crop.h"
+#include "ichkit/preprocess/pipeline.h"
+#include "ichkit/preprocess/skull_strip.h"
 #include "ichkit/preprocess/reorient.h"
 #include "ichkit/preprocess/resample.h"
 #include "ichkit/preprocess/window.h"
@@ -38,6 +40,13 @@ std::vector<Window> to_windows(const std::vector<std::pair<double, double>>& w) 
   return out;
 }
 Geometry geometry_from_matrix(const Eigen::Matrix4d& m) { return Geometry(m); }
+
+py::array channels_array(const Channels& c) {
+  auto* keep = new std::shared_ptr<float>(c.data);
+  py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<float>*>(p); });
+  std::vector<py::ssize_t> shape{py::ssize_t(c.count), py::ssize_t(c.shape[2]), py::ssize_t(c.shape[1]), py::ssize_t(c.shape[0])};
+  return py::array_t<float>(shape, c.data.get(), owner);
+}
 }  // namespace
 
 void bind_preprocess(py::module_& root) {
@@ -58,10 +67,7 @@ void bind_preprocess(py::module_& root) {
             py::gil_scoped_release nogil;
             c = std::visit([&](const auto& x) { return window_stack(x, to_windows(windows), out_min, out_max); }, av);
           }
-          auto* keep = new std::shared_ptr<float>(c.data);
-          py::capsule owner(keep, [](void* p) { delete static_cast<std::shared_ptr<float>*>(p); });
-          std::vector<py::ssize_t> shape{py::ssize_t(c.count), py::ssize_t(c.shape[2]), py::ssize_t(c.shape[1]), py::ssize_t(c.shape[0])};
-          return py::array_t<float>(shape, c.data.get(), owner);
+          return channels_array(c);
         }, py::arg("volume"), py::arg("windows") = std::vector<std::pair<double, double>>{{40, 80}, {80, 200}, {600, 2800}},
         py::arg("out_min") = 0.0, py::arg("out_max") = 1.0,
         "Several (level, width) windows in one pass: a float32 array (C, D, H, W) = (C, nk, nj, ni), C-contiguous.");
@@ -118,6 +124,84 @@ void bind_preprocess(py::module_& root) {
           return visit_nogil(v, [&](const auto& x) { return crop_to_foreground(x, threshold, margin_mm); });
         }, py::arg("volume"), py::arg("threshold") = -500.0, py::arg("margin_mm") = 0.0,
         "Crop to the bounding box of voxels above `threshold`, plus a margin in mm.");
+
+  m.def("skull_strip", [](const py::object& v, float brain_min_hu, float brain_max_hu, double smooth_sigma_mm,
+                          double opening_mm, double rim_max_hu) {
+          const AnyVolume& av = unwrap(v);
+          Volume<float> hu = as<float>(av);
+          SkullStripOptions o;
+          o.brain_min_hu = brain_min_hu;
+          o.brain_max_hu = brain_max_hu;
+          o.smooth_sigma_mm = smooth_sigma_mm;
+          o.opening_mm = opening_mm;
+          o.rim_max_hu = static_cast<float>(rim_max_hu);
+          Volume<std::uint8_t> mask;
+          {
+            py::gil_scoped_release nogil;
+            mask = skull_strip(hu, o);
+          }
+          return wrap(mask);
+        }, py::arg("volume"), py::arg("brain_min_hu") = SkullStripOptions{}.brain_min_hu,
+        py::arg("brain_max_hu") = SkullStripOptions{}.brain_max_hu, py::arg("smooth_sigma_mm") = SkullStripOptions{}.smooth_sigma_mm,
+        py::arg("opening_mm") = SkullStripOptions{}.opening_mm, py::arg("rim_max_hu") = double(SkullStripOptions{}.rim_max_hu),
+        "Brain (intracranial) mask of a CT in HU on the scan's grid (uint8 Volume).");
+
+  py::class_<PipelineResult>(m, "PipelineResult", "The network input of one scan and the way back to the scan grid.")
+      .def_property_readonly("input", [](const PipelineResult& r) { return channels_array(r.input); },
+                             "float32 (C, D, H, W) array (zero-copy).")
+      .def_property_readonly("volume", [](const PipelineResult& r) { return wrap(r.volume); },
+                             "The scan after the spatial steps (HU) on the network grid.")
+      .def_property_readonly("scan_affine", [](const PipelineResult& r) { return Eigen::Matrix4d(r.scan_geometry.affine()); })
+      .def_property_readonly("scan_shape", [](const PipelineResult& r) {
+             return py::make_tuple(r.scan_shape[0], r.scan_shape[1], r.scan_shape[2]);
+           })
+      .def("to_scan", [](const PipelineResult& r, const py::object& map, const std::string& interp, double fill) {
+             Volume<float> v = as<float>(unwrap(map));
+             Volume<float> out;
+             {
+               py::gil_scoped_release nogil;
+               out = r.to_scan(v, interp_from_string(interp), fill);
+             }
+             return wrap(out);
+           }, py::arg("volume"), py::arg("interp") = "linear", py::arg("fill") = 0.0,
+           "Carry a Volume on the network grid back onto the scan grid (world-space resampling).");
+
+  py::class_<Pipeline>(m, "Pipeline", R"pbdoc(Ordered preprocessing steps, saved as JSON inside model files.
+Build with chained calls (Pipeline().reorient("RAS").resample_to_spacing((1, 1, 5)).window()),
+from_json(text), or Pipeline.default_head_ct(); run(volume) -> PipelineResult.)pbdoc")
+      .def(py::init<>())
+      .def("reorient", &Pipeline::reorient, py::arg("code") = "RAS", py::return_value_policy::reference_internal)
+      .def("resample_to_spacing", [](Pipeline& p, const Eigen::Vector3d& s, const std::string& interp) -> Pipeline& {
+             return p.resample_to_spacing(s, interp_from_string(interp));
+           }, py::arg("spacing"), py::arg("interp") = "linear", py::return_value_policy::reference_internal)
+      .def("resample_to_shape", [](Pipeline& p, const std::vector<std::size_t>& s, const std::string& interp) -> Pipeline& {
+             return p.resample_to_shape(to_shape(s), interp_from_string(interp));
+           }, py::arg("shape"), py::arg("interp") = "linear", py::return_value_policy::reference_internal)
+      .def("crop_to_foreground", &Pipeline::crop_to_foreground, py::arg("threshold") = -500.0, py::arg("margin_mm") = 5.0,
+           py::return_value_policy::reference_internal)
+      .def("center_crop_or_pad", [](Pipeline& p, const std::vector<std::size_t>& s, float fill) -> Pipeline& {
+             return p.center_crop_or_pad(to_shape(s), fill);
+           }, py::arg("shape"), py::arg("fill") = -1024.0f, py::return_value_policy::reference_internal)
+      .def("skull_strip", &Pipeline::skull_strip, py::arg("fill") = -1024.0f, py::return_value_policy::reference_internal)
+      .def("clip", &Pipeline::clip, py::arg("min"), py::arg("max"), py::return_value_policy::reference_internal)
+      .def("window", [](Pipeline& p, const std::vector<std::pair<double, double>>& w, double lo, double hi) -> Pipeline& {
+             return p.window(to_windows(w), lo, hi);
+           }, py::arg("windows") = std::vector<std::pair<double, double>>{{40, 80}, {80, 200}, {600, 2800}},
+           py::arg("out_min") = 0.0, py::arg("out_max") = 1.0, py::return_value_policy::reference_internal)
+      .def("to_json", &Pipeline::to_json)
+      .def_static("from_json", &Pipeline::from_json, py::arg("text"))
+      .def_static("default_head_ct", &Pipeline::default_head_ct)
+      .def("run", [](const Pipeline& p, const py::object& vol) {
+             Volume<float> v = as<float>(unwrap(vol));
+             py::gil_scoped_release nogil;
+             return p.run(v);
+           }, py::arg("volume"))
+      .def("__len__", [](const Pipeline& p) { return p.steps().size(); })
+      .def("__repr__", [](const Pipeline& p) {
+             std::string s = "Pipeline(";
+             for (std::size_t i = 0; i < p.steps().size(); ++i) s += (i ? " -> " : "") + p.steps()[i].op;
+             return s + ")";
+           });
 }
 
 }  // namespace ichkit::python

@@ -74,9 +74,10 @@ std::pair<Index3, Index3> bounding_box(const Volume<T>& v, Pred inside) {
 
 /// Crop to the bounding box of voxels above `threshold` (e.g. -500 HU: the head) or of a mask,
 /// enlarged by `margin_mm` on every side (and clipped to the volume).
+namespace detail {
+/// Crop `v` to [lo, hi) enlarged by `margin_mm` on every side, clipped to the volume.
 template <class T>
-Volume<T> crop_to_foreground(const Volume<T>& v, double threshold, double margin_mm = 0) {
-  auto [lo, hi] = bounding_box(v, [&](T x) { return double(x) > threshold; });
+Volume<T> crop_with_margin(const Volume<T>& v, Index3 lo, Index3 hi, double margin_mm) {
   const Eigen::Vector3d s = v.spacing();
   for (int a = 0; a < 3; ++a) {
     const std::int64_t m = static_cast<std::int64_t>(std::ceil(margin_mm / s[a] - 1e-9));
@@ -85,18 +86,20 @@ Volume<T> crop_to_foreground(const Volume<T>& v, double threshold, double margin
   }
   return crop_or_pad(v, lo, hi);
 }
+}  // namespace detail
 
+template <class T>
+Volume<T> crop_to_foreground(const Volume<T>& v, double threshold, double margin_mm = 0) {
+  auto [lo, hi] = bounding_box(v, [&](T x) { return double(x) > threshold; });
+  return detail::crop_with_margin(v, lo, hi, margin_mm);
+}
+
+/// Crop to the bounding box of a mask on the same grid (e.g. the skull-strip brain mask).
 template <class T, class M>
 Volume<T> crop_to_mask(const Volume<T>& v, const Volume<M>& mask, double margin_mm = 0) {
   if (!v.same_grid(mask)) throw GeometryError("crop_to_mask: the mask is on another grid");
   auto [lo, hi] = bounding_box(mask, [](M x) { return x != M{}; });
-  const Eigen::Vector3d s = v.spacing();
-  for (int a = 0; a < 3; ++a) {
-    const std::int64_t m = static_cast<std::int64_t>(std::ceil(margin_mm / s[a] - 1e-9));
-    lo[a] = std::max<std::int64_t>(0, lo[a] - m);
-    hi[a] = std::min<std::int64_t>(std::int64_t(v.shape()[a]), hi[a] + m);
-  }
-  return crop_or_pad(v, lo, hi);
+  return detail::crop_with_margin(v, lo, hi, margin_mm);
 }
 
 /// Centre crop and/or pad to `shape` (pad value `fill`).

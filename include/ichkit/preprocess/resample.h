@@ -38,37 +38,60 @@ inline const char* to_string(Interp i) {
 
 namespace detail {
 
-// Separable Gaussian filter along one axis of an i-fastest float buffer (sigma in voxels).
-inline void gaussian_axis(std::vector<float>& data, const Shape3& s, int axis, double sigma) {
+// Separable Gaussian filter along one axis of an i-fastest float buffer (sigma in voxels),
+// mirror ("reflect") boundary. Axes 1 and 2 accumulate whole contiguous rows (vectorised);
+// axis 0 convolves each row.
+inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) {
   if (!(sigma > 0.05) || s[axis] < 2) return;
   const int radius = std::max(1, static_cast<int>(std::ceil(3.0 * sigma)));
   std::vector<float> k(2 * radius + 1);
   double sum = 0;
   for (int t = -radius; t <= radius; ++t) sum += k[t + radius] = static_cast<float>(std::exp(-0.5 * t * t / (sigma * sigma)));
   for (float& w : k) w = static_cast<float>(w / sum);
-  const std::size_t n = s[axis];
-  const std::size_t stride = axis == 0 ? 1 : axis == 1 ? s[0] : s[0] * s[1];
-  const std::size_t lines = s[0] * s[1] * s[2] / n;
-  parallel_for(static_cast<std::int64_t>(lines), [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> line(n), out(n);
-    for (std::int64_t l = b; l < e; ++l) {
-      // start offset of line l
-      std::size_t start;
-      if (axis == 0) start = std::size_t(l) * s[0];
-      else if (axis == 1) start = (std::size_t(l) / s[0]) * s[0] * s[1] + std::size_t(l) % s[0];
-      else start = std::size_t(l);
-      for (std::size_t t = 0; t < n; ++t) line[t] = data[start + t * stride];
-      for (std::size_t t = 0; t < n; ++t) {
-        double acc = 0;
-        for (int q = -radius; q <= radius; ++q) {
-          std::int64_t idx = std::int64_t(t) + q;
-          // mirror ("reflect") boundary
-          while (idx < 0 || idx >= std::int64_t(n)) idx = idx < 0 ? -idx - 1 : 2 * std::int64_t(n) - idx - 1;
-          acc += k[q + radius] * line[std::size_t(idx)];
+  const std::int64_t n = static_cast<std::int64_t>(s[axis]);
+  auto mirror = [n](std::int64_t idx) {
+    while (idx < 0 || idx >= n) idx = idx < 0 ? -idx - 1 : 2 * n - idx - 1;
+    return idx;
+  };
+  if (axis == 0) {
+    parallel_for(static_cast<std::int64_t>(s[1] * s[2]), [&](std::int64_t b, std::int64_t e) {
+      std::vector<float> line(std::size_t(n + 2 * radius));
+      for (std::int64_t r = b; r < e; ++r) {
+        float* row = data + std::size_t(r) * s[0];
+        for (std::int64_t t = -radius; t < n + radius; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
+        for (std::int64_t t = 0; t < n; ++t) {
+          float acc = 0;
+          const float* src = line.data() + t;
+          for (int q = 0; q <= 2 * radius; ++q) acc += k[q] * src[q];
+          row[t] = acc;
         }
-        out[t] = static_cast<float>(acc);
       }
-      for (std::size_t t = 0; t < n; ++t) data[start + t * stride] = out[t];
+    }, 16);
+    return;
+  }
+  // axis 1: rows of length s[0] within each k-plane; axis 2: planes of s[0] * s[1].
+  const std::size_t len = axis == 1 ? s[0] : s[0] * s[1];
+  const std::size_t outer = axis == 1 ? s[2] : 1;
+  const std::size_t plane = s[0] * s[1];
+  const std::size_t chunk = axis == 1 ? s[0] : std::min<std::size_t>(len, 4096);  // split planes into chunks
+  const std::size_t chunks_per = (len + chunk - 1) / chunk;
+  parallel_for(static_cast<std::int64_t>(outer * chunks_per), [&](std::int64_t b, std::int64_t e) {
+    std::vector<float> buf(std::size_t(n) * chunk);
+    for (std::int64_t w = b; w < e; ++w) {
+      const std::size_t o = std::size_t(w) / chunks_per, c0 = (std::size_t(w) % chunks_per) * chunk;
+      const std::size_t cl = std::min(chunk, len - c0);
+      float* base = data + o * plane + c0;
+      const std::size_t stride = axis == 1 ? s[0] : plane;
+      for (std::int64_t t = 0; t < n; ++t) {
+        float* dst = buf.data() + std::size_t(t) * chunk;
+        std::fill(dst, dst + cl, 0.0f);
+        for (int q = -radius; q <= radius; ++q) {
+          const float wq = k[q + radius];
+          const float* src = base + std::size_t(mirror(t + q)) * stride;
+          for (std::size_t x = 0; x < cl; ++x) dst[x] += wq * src[x];
+        }
+      }
+      for (std::int64_t t = 0; t < n; ++t) std::copy(buf.data() + std::size_t(t) * chunk, buf.data() + std::size_t(t) * chunk + cl, base + std::size_t(t) * stride);
     }
   });
 }
@@ -176,14 +199,18 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
       sigma[a] = factor > 1 + 1e-9 ? (factor - 1) / 2 : 0;
     }
   const bool smooth = sigma[0] > 0.05 || sigma[1] > 0.05 || sigma[2] > 0.05;
-  std::vector<float> work;
+  std::shared_ptr<float> work;  // huge-page backed, uninitialised: no zero-fill, few page faults
   const float* fsrc = nullptr;
   if constexpr (std::is_same<T, float>::value) fsrc = v.data();
   if (smooth || !fsrc) {
-    work.resize(v.size());
-    for (std::size_t n = 0; n < v.size(); ++n) work[n] = static_cast<float>(v.data()[n]);
-    for (int a = 0; a < 3; ++a) detail::gaussian_axis(work, in, a, sigma[a]);
-    fsrc = work.data();
+    work = ichkit::detail::allocate_voxels<float>(v.size());
+    float* w = work.get();
+    const T* src = v.data();
+    parallel_for(static_cast<std::int64_t>(v.size()), [&](std::int64_t b0, std::int64_t e0) {
+      for (std::int64_t n = b0; n < e0; ++n) w[n] = static_cast<float>(src[n]);
+    }, 1 << 16);
+    for (int a = 0; a < 3; ++a) detail::gaussian_axis(w, in, a, sigma[a]);
+    fsrc = w;
   }
   auto store = [&](double val) -> T {
     if constexpr (std::is_integral<T>::value) {
@@ -194,6 +221,62 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
     }
   };
   (void)integral;
+
+  const bool axis_aligned = std::abs(m(0, 1)) + std::abs(m(0, 2)) + std::abs(m(1, 0)) + std::abs(m(1, 2)) +
+                                std::abs(m(2, 0)) + std::abs(m(2, 1)) < 1e-12;
+  if (interp == Interp::Linear && axis_aligned) {
+    // Separable: the source coordinate along each axis depends on that output index only, so
+    // indices and weights are tables and the inner loop is a 2-tap blend of 4 source rows.
+    struct Tap {
+      std::size_t i0, i1;
+      float f;
+      bool in;
+    };
+    std::vector<Tap> tab[3];
+    for (int a = 0; a < 3; ++a) {
+      tab[a].resize(shape[a]);
+      for (std::size_t t = 0; t < shape[a]; ++t) {
+        const double q = m(a, a) * double(t) + b[a];
+        Tap& tp = tab[a][t];
+        tp.in = q >= -eps && q <= lim[a] + eps;
+        const double c = std::clamp(q, 0.0, lim[a]);
+        double fl = std::floor(c);
+        if (fl >= lim[a]) fl = std::max(0.0, lim[a] - 1);
+        tp.i0 = std::size_t(fl);
+        tp.i1 = std::min<std::size_t>(tp.i0 + 1, in[a] - 1);
+        tp.f = in[a] == 1 ? 0.0f : static_cast<float>(c - fl);
+      }
+    }
+    const std::size_t sy = in[0], sz = in[0] * in[1];
+    parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
+      for (std::int64_t r = rb; r < re; ++r) {
+        const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
+        T* line = o + std::size_t(r) * shape[0];
+        const Tap& ty = tab[1][j];
+        const Tap& tz = tab[2][k];
+        if (!ty.in || !tz.in) {
+          std::fill(line, line + shape[0], fillv);
+          continue;
+        }
+        const float* r00 = fsrc + ty.i0 * sy + tz.i0 * sz;
+        const float* r10 = fsrc + ty.i1 * sy + tz.i0 * sz;
+        const float* r01 = fsrc + ty.i0 * sy + tz.i1 * sz;
+        const float* r11 = fsrc + ty.i1 * sy + tz.i1 * sz;
+        const float w00 = (1 - ty.f) * (1 - tz.f), w10 = ty.f * (1 - tz.f), w01 = (1 - ty.f) * tz.f, w11 = ty.f * tz.f;
+        for (std::size_t i = 0; i < shape[0]; ++i) {
+          const Tap& tx = tab[0][i];
+          if (!tx.in) {
+            line[i] = fillv;
+            continue;
+          }
+          const float a0 = w00 * r00[tx.i0] + w10 * r10[tx.i0] + w01 * r01[tx.i0] + w11 * r11[tx.i0];
+          const float a1 = w00 * r00[tx.i1] + w10 * r10[tx.i1] + w01 * r01[tx.i1] + w11 * r11[tx.i1];
+          line[i] = store((1 - tx.f) * a0 + tx.f * a1);  // exact at f = 0 and f = 1
+        }
+      }
+    });
+    return out;
+  }
 
   if (interp == Interp::Linear) {
     const std::size_t sx = 1, sy = in[0], sz = in[0] * in[1];
@@ -265,6 +348,17 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
   return out;
 }
 
+namespace detail {
+/// A grid with `g`'s directions and `spacing`, `out` voxels, centred where `g`/`shape` is.
+inline Geometry centred_grid(const Geometry& g, const Shape3& shape, const Eigen::Vector3d& spacing, const Shape3& out) {
+  Eigen::Matrix4d a = g.affine();
+  a.topLeftCorner<3, 3>() = g.direction() * spacing.asDiagonal();
+  const Eigen::Vector3d centre = g.index_to_world(Eigen::Vector3d((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, (shape[2] - 1) / 2.0));
+  a.topRightCorner<3, 1>() = centre - a.topLeftCorner<3, 3>() * Eigen::Vector3d((out[0] - 1) / 2.0, (out[1] - 1) / 2.0, (out[2] - 1) / 2.0);
+  return Geometry(a);
+}
+}  // namespace detail
+
 /// The grid with the same directions, centre and (approximately) physical extent as `g`/`shape`
 /// but voxel size `spacing` (mm): n_out = max(1, round(n * s / s_out)); the grid centre stays
 /// exactly where it was, so there is no half-voxel shift.
@@ -275,12 +369,7 @@ inline std::pair<Geometry, Shape3> grid_with_spacing(const Geometry& g, const Sh
     if (!(spacing[a] > 0)) throw InvalidArgument("target spacing must be positive");
     out[a] = static_cast<std::size_t>(std::max(1.0, std::round(double(shape[a]) * s[a] / spacing[a])));
   }
-  Eigen::Matrix4d a = g.affine();
-  Eigen::Matrix3d dir = g.direction();
-  a.topLeftCorner<3, 3>() = dir * spacing.asDiagonal();
-  const Eigen::Vector3d centre = g.index_to_world(Eigen::Vector3d((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, (shape[2] - 1) / 2.0));
-  a.topRightCorner<3, 1>() = centre - a.topLeftCorner<3, 3>() * Eigen::Vector3d((out[0] - 1) / 2.0, (out[1] - 1) / 2.0, (out[2] - 1) / 2.0);
-  return {Geometry(a), out};
+  return {detail::centred_grid(g, shape, spacing, out), out};
 }
 
 /// The grid with the same directions, centre and physical extent as `g`/`shape` but `out` voxels.
@@ -291,11 +380,7 @@ inline Geometry grid_with_shape(const Geometry& g, const Shape3& shape, const Sh
     if (out[a] == 0) throw InvalidArgument("target shape must be positive");
     spacing[a] = s[a] * double(shape[a]) / double(out[a]);
   }
-  Eigen::Matrix4d a = g.affine();
-  a.topLeftCorner<3, 3>() = g.direction() * spacing.asDiagonal();
-  const Eigen::Vector3d centre = g.index_to_world(Eigen::Vector3d((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0, (shape[2] - 1) / 2.0));
-  a.topRightCorner<3, 1>() = centre - a.topLeftCorner<3, 3>() * Eigen::Vector3d((out[0] - 1) / 2.0, (out[1] - 1) / 2.0, (out[2] - 1) / 2.0);
-  return Geometry(a);
+  return detail::centred_grid(g, shape, spacing, out);
 }
 
 /// Resample to a voxel size in mm (centre kept).

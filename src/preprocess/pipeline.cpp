@@ -1,0 +1,250 @@
+#include "ichkit/preprocess/pipeline.h"
+
+#include <nlohmann/json.hpp>
+
+#include "ichkit/preprocess/crop.h"
+#include "ichkit/preprocess/reorient.h"
+#include "ichkit/preprocess/skull_strip.h"
+
+namespace ichkit::preprocess {
+
+using json = nlohmann::json;
+
+Volume<float> PipelineResult::to_scan(const Volume<float>& on_network_grid, Interp interp, double fill) const {
+  if (!on_network_grid.same_grid(volume, 1e-6))
+    throw GeometryError("to_scan: the map is not on the pipeline's network grid (shape " +
+                        std::to_string(volume.ni()) + " x " + std::to_string(volume.nj()) + " x " +
+                        std::to_string(volume.nk()) + ")");
+  return resample(on_network_grid, scan_geometry, scan_shape, interp, fill, false);
+}
+
+Pipeline& Pipeline::reorient(const std::string& code) {
+  Step s;
+  s.op = "reorient";
+  s.text = code;
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::resample_to_spacing(const Eigen::Vector3d& spacing, Interp interp) {
+  for (int a = 0; a < 3; ++a)
+    if (!(spacing[a] > 0)) throw InvalidArgument("resample_to_spacing: spacing must be positive");
+  Step s;
+  s.op = "resample_to_spacing";
+  s.values = {spacing[0], spacing[1], spacing[2]};
+  s.text = to_string(interp);
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::resample_to_shape(const Shape3& shape, Interp interp) {
+  Step s;
+  s.op = "resample_to_shape";
+  s.values = {double(shape[0]), double(shape[1]), double(shape[2])};
+  s.text = to_string(interp);
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::crop_to_foreground(double threshold, double margin_mm) {
+  if (!(margin_mm >= 0)) throw InvalidArgument("crop_to_foreground: margin must be >= 0 mm");
+  Step s;
+  s.op = "crop_to_foreground";
+  s.a = threshold;
+  s.b = margin_mm;
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::center_crop_or_pad(const Shape3& shape, float fill) {
+  Step s;
+  s.op = "center_crop_or_pad";
+  s.values = {double(shape[0]), double(shape[1]), double(shape[2])};
+  s.a = fill;
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::skull_strip(float fill) {
+  Step s;
+  s.op = "skull_strip";
+  s.a = fill;
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::clip(double lo, double hi) {
+  if (!(hi > lo)) throw InvalidArgument("clip: max must be > min");
+  Step s;
+  s.op = "clip";
+  s.a = lo;
+  s.b = hi;
+  steps_.push_back(s);
+  return *this;
+}
+Pipeline& Pipeline::window(const std::vector<Window>& windows, double out_min, double out_max) {
+  if (windows.empty()) throw InvalidArgument("window: no windows");
+  Step s;
+  s.op = "window";
+  for (const Window& w : windows) {
+    if (!(w.width > 0)) throw InvalidArgument("window width must be positive");
+    s.windows.push_back({w.level, w.width});
+  }
+  s.a = out_min;
+  s.b = out_max;
+  steps_.push_back(s);
+  return *this;
+}
+
+std::string Pipeline::to_json() const {
+  json steps = json::array();
+  for (const Step& s : steps_) {
+    json j{{"op", s.op}};
+    if (s.op == "reorient") j["code"] = s.text;
+    else if (s.op == "resample_to_spacing") j["spacing"] = s.values, j["interp"] = s.text;
+    else if (s.op == "resample_to_shape") j["shape"] = s.values, j["interp"] = s.text;
+    else if (s.op == "crop_to_foreground") j["threshold"] = s.a, j["margin_mm"] = s.b;
+    else if (s.op == "center_crop_or_pad") j["shape"] = s.values, j["fill"] = s.a;
+    else if (s.op == "skull_strip") j["fill"] = s.a;
+    else if (s.op == "clip") j["min"] = s.a, j["max"] = s.b;
+    else if (s.op == "window") j["windows"] = s.windows, j["out_min"] = s.a, j["out_max"] = s.b;
+    steps.push_back(j);
+  }
+  return json{{"version", 1}, {"steps", steps}}.dump(2);
+}
+
+namespace {
+double number(const json& j, const char* key, double fallback, bool required) {
+  if (!j.contains(key)) {
+    if (required) throw FormatError(std::string("pipeline step needs '") + key + "'");
+    return fallback;
+  }
+  if (!j[key].is_number()) throw FormatError(std::string("pipeline parameter '") + key + "' must be a number");
+  const double v = j[key].get<double>();
+  if (!std::isfinite(v)) throw FormatError(std::string("pipeline parameter '") + key + "' must be finite");
+  return v;
+}
+std::vector<double> triple(const json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_array() || j[key].size() != 3)
+    throw FormatError(std::string("pipeline parameter '") + key + "' must be a list of 3 numbers");
+  std::vector<double> v;
+  for (const auto& x : j[key]) {
+    if (!x.is_number() || !std::isfinite(x.get<double>()) || !(x.get<double>() > 0))
+      throw FormatError(std::string("pipeline parameter '") + key + "' must hold 3 positive numbers");
+    v.push_back(x.get<double>());
+  }
+  return v;
+}
+Shape3 shape_of(const std::vector<double>& v) {
+  Shape3 s{};
+  for (int a = 0; a < 3; ++a) {
+    if (v[a] != std::floor(v[a]) || v[a] > 65536) throw FormatError("pipeline shape must hold whole numbers <= 65536");
+    s[a] = std::size_t(v[a]);
+  }
+  return s;
+}
+}  // namespace
+
+Pipeline Pipeline::from_json(const std::string& text) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw FormatError(std::string("pipeline JSON does not parse: ") + e.what());
+  }
+  if (!j.is_object() || !j.contains("steps") || !j["steps"].is_array())
+    throw FormatError("pipeline JSON needs an object with a 'steps' list");
+  if (j.contains("version") && (!j["version"].is_number_integer() || j["version"].get<int>() != 1))
+    throw FormatError("pipeline JSON version is not 1 (written by a newer ichkit?)");
+  Pipeline p;
+  try {
+    for (const auto& s : j["steps"]) {
+      if (!s.is_object() || !s.contains("op") || !s["op"].is_string()) throw FormatError("each pipeline step needs an 'op' string");
+      const std::string op = s["op"].get<std::string>();
+      auto text = [&](const char* key, const char* fallback) {
+        if (!s.contains(key)) return std::string(fallback);
+        if (!s[key].is_string()) throw FormatError(std::string("pipeline parameter '") + key + "' must be a string");
+        return s[key].get<std::string>();
+      };
+      if (op == "reorient") {
+        p.reorient(text("code", "RAS"));
+      } else if (op == "resample_to_spacing") {
+        auto v = triple(s, "spacing");
+        p.resample_to_spacing({v[0], v[1], v[2]}, interp_from_string(text("interp", "linear")));
+      } else if (op == "resample_to_shape") {
+        p.resample_to_shape(shape_of(triple(s, "shape")), interp_from_string(text("interp", "linear")));
+      } else if (op == "crop_to_foreground") {
+        p.crop_to_foreground(number(s, "threshold", -500, false), number(s, "margin_mm", 5, false));
+      } else if (op == "center_crop_or_pad") {
+        p.center_crop_or_pad(shape_of(triple(s, "shape")), static_cast<float>(number(s, "fill", -1024, false)));
+      } else if (op == "skull_strip") {
+        p.skull_strip(static_cast<float>(number(s, "fill", -1024, false)));
+      } else if (op == "clip") {
+        p.clip(number(s, "min", 0, true), number(s, "max", 0, true));
+      } else if (op == "window") {
+        std::vector<Window> ws;
+        if (!s.contains("windows") || !s["windows"].is_array()) throw FormatError("window step needs 'windows'");
+        for (const auto& w : s["windows"]) {
+          if (!w.is_array() || w.size() != 2 || !w[0].is_number() || !w[1].is_number())
+            throw FormatError("each window is [level, width]");
+          ws.push_back({w[0].get<double>(), w[1].get<double>()});
+        }
+        p.window(ws, number(s, "out_min", 0, false), number(s, "out_max", 1, false));
+      } else {
+        throw FormatError("unknown pipeline op '" + op + "'");
+      }
+    }
+  } catch (const InvalidArgument& e) {
+    throw FormatError(std::string("pipeline JSON: ") + e.what());
+  }
+  for (std::size_t i = 0; i + 1 < p.steps_.size(); ++i)
+    if (p.steps_[i].op == "window") throw FormatError("pipeline JSON: 'window' must be the last step");
+  return p;
+}
+
+PipelineResult Pipeline::run(const Volume<float>& scan) const {
+  if (scan.empty()) throw InvalidArgument("pipeline: empty scan");
+  PipelineResult r;
+  r.scan_geometry = scan.geometry();
+  r.scan_shape = scan.shape();
+  Volume<float> v = scan;
+  const Step* win = nullptr;
+  for (const Step& s : steps_) {
+    if (s.op == "reorient") v = preprocess::reorient(v, s.text);
+    else if (s.op == "resample_to_spacing")
+      v = preprocess::resample_to_spacing(v, {s.values[0], s.values[1], s.values[2]}, interp_from_string(s.text), -1024.0);
+    else if (s.op == "resample_to_shape")
+      v = preprocess::resample_to_shape(v, {std::size_t(s.values[0]), std::size_t(s.values[1]), std::size_t(s.values[2])},
+                                        interp_from_string(s.text), -1024.0);
+    else if (s.op == "crop_to_foreground") v = preprocess::crop_to_foreground(v, s.a, s.b);
+    else if (s.op == "center_crop_or_pad")
+      v = preprocess::center_crop_or_pad(v, {std::size_t(s.values[0]), std::size_t(s.values[1]), std::size_t(s.values[2])},
+                                         static_cast<float>(s.a));
+    else if (s.op == "skull_strip") {
+      Volume<std::uint8_t> brain = preprocess::skull_strip(v);
+      Volume<float> out = v.deep_copy();
+      for (std::size_t n = 0; n < out.size(); ++n)
+        if (!brain.data()[n]) out.data()[n] = static_cast<float>(s.a);
+      v = out;
+    } else if (s.op == "clip") {
+      Volume<float> out = v.deep_copy();
+      for (std::size_t n = 0; n < out.size(); ++n) out.data()[n] = std::min(float(s.b), std::max(float(s.a), out.data()[n]));
+      v = out;
+    } else if (s.op == "window") win = &s;
+  }
+  r.volume = v;
+  if (win) {
+    std::vector<Window> ws;
+    for (const auto& w : win->windows) ws.push_back({w[0], w[1]});
+    r.input = window_stack(v, ws, win->a, win->b);
+  } else {
+    r.input.shape = v.shape();
+    r.input.geometry = v.geometry();
+    r.input.count = 1;
+    r.input.data = ichkit::detail::allocate_voxels<float>(v.size());
+    std::copy(v.data(), v.data() + v.size(), r.input.data.get());
+  }
+  return r;
+}
+
+Pipeline Pipeline::default_head_ct() {
+  Pipeline p;
+  p.reorient("RAS").resample_to_spacing({1.0, 1.0, 5.0}).crop_to_foreground(-500, 5).center_crop_or_pad({192, 192, 32}).window();
+  return p;
+}
+
+}  // namespace ichkit::preprocess

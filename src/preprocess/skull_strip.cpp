@@ -1,0 +1,220 @@
+/// \file skull_strip.cpp
+/// CT skull stripping (see skull_strip.h for the steps and the reasons behind them).
+#include "ichkit/preprocess/skull_strip.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ichkit/core/error.h"
+#include "ichkit/core/threading.h"
+#include "ichkit/quant/components.h"
+
+#ifdef ICHKIT_SKULL_STRIP_TRACE
+#include <chrono>
+#include <cstdio>
+#endif
+
+namespace ichkit::preprocess {
+namespace {
+
+#ifdef ICHKIT_SKULL_STRIP_TRACE
+struct Trace {
+  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  void operator()(const char* what) {
+    const auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "  skull_strip %-22s %7.1f ms\n", what, std::chrono::duration<double, std::milli>(now - t).count());
+    t = now;
+  }
+};
+#else
+struct Trace {
+  void operator()(const char*) {}
+};
+#endif
+
+/// Normalised Gaussian kernel of `sigma` voxels, radius ceil(3 sigma).
+std::vector<float> gaussian_kernel(double sigma) {
+  const int r = std::max(1, static_cast<int>(std::ceil(3 * sigma)));
+  std::vector<float> w(2 * r + 1);
+  double sum = 0;
+  for (int t = -r; t <= r; ++t) sum += std::exp(-0.5 * t * t / (sigma * sigma));
+  for (int t = -r; t <= r; ++t) w[t + r] = static_cast<float>(std::exp(-0.5 * t * t / (sigma * sigma)) / sum);
+  return w;
+}
+
+/// out[x] += w * in[x] over a contiguous span.
+inline void axpy(float* __restrict out, const float* __restrict in, float w, std::size_t n) {
+  for (std::size_t x = 0; x < n; ++x) out[x] += w * in[x];
+}
+
+/// Separable Gaussian smoothing with sigma_mm along each axis (edges: nearest voxel). Axes
+/// whose sigma is below 0.25 voxel are not smoothed.
+Volume<float> gaussian_smooth(const Volume<float>& in, double sigma_mm) {
+  const Eigen::Vector3d sp = in.spacing();
+  const std::size_t ni = in.ni(), nj = in.nj(), nk = in.nk(), nij = ni * nj;
+  const bool si = sigma_mm / sp[0] >= 0.25, sj = sigma_mm / sp[1] >= 0.25, sk = sigma_mm / sp[2] >= 0.25;
+  const std::vector<float> wi = si ? gaussian_kernel(sigma_mm / sp[0]) : std::vector<float>{1.0f};
+  const std::vector<float> wj = sj ? gaussian_kernel(sigma_mm / sp[1]) : std::vector<float>{1.0f};
+  const std::vector<float> wk = sk ? gaussian_kernel(sigma_mm / sp[2]) : std::vector<float>{1.0f};
+  const int ri = static_cast<int>(wi.size() / 2), rj = static_cast<int>(wj.size() / 2), rk = static_cast<int>(wk.size() / 2);
+  Volume<float> out = Volume<float>::uninitialized(in.shape(), in.geometry());
+  const float* src = in.data();
+  float* dst = out.data();
+  // i and j within each slice
+  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    std::vector<float> tmp(nij), padded(ni + 2 * ri);
+    for (std::int64_t k = b; k < e; ++k) {
+      const float* s = src + k * nij;
+      for (std::size_t j = 0; j < nj; ++j) {
+        const float* row = s + j * ni;
+        float* t = tmp.data() + j * ni;
+        if (ri == 0) {
+          std::copy(row, row + ni, t);
+          continue;
+        }
+        std::fill(padded.begin(), padded.begin() + ri, row[0]);
+        std::copy(row, row + ni, padded.begin() + ri);
+        std::fill(padded.begin() + ri + ni, padded.end(), row[ni - 1]);
+        std::fill(t, t + ni, 0.0f);
+        for (int q = 0; q <= 2 * ri; ++q) axpy(t, padded.data() + q, wi[q], ni);
+      }
+      float* o = dst + k * nij;
+      for (std::size_t j = 0; j < nj; ++j) {
+        float* orow = o + j * ni;
+        std::fill(orow, orow + ni, 0.0f);
+        for (int q = -rj; q <= rj; ++q) {
+          const std::int64_t jj = std::clamp<std::int64_t>(static_cast<std::int64_t>(j) + q, 0, static_cast<std::int64_t>(nj) - 1);
+          axpy(orow, tmp.data() + jj * ni, wj[q + rj], ni);
+        }
+      }
+    }
+  });
+  if (rk == 0) return out;
+  Volume<float> out2 = Volume<float>::uninitialized(in.shape(), in.geometry());
+  float* d2 = out2.data();
+  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t k = b; k < e; ++k) {
+      float* o = d2 + k * nij;
+      std::fill(o, o + nij, 0.0f);
+      for (int q = -rk; q <= rk; ++q) {
+        const std::int64_t kk = std::clamp<std::int64_t>(k + q, 0, static_cast<std::int64_t>(nk) - 1);
+        axpy(o, dst + kk * nij, wk[q + rk], nij);
+      }
+    }
+  });
+  return out2;
+}
+
+template <class Fn>
+Volume<std::uint8_t> make_mask(const Volume<float>& like, Fn&& fn) {
+  Volume<std::uint8_t> m = Volume<std::uint8_t>::uninitialized(like.shape(), like.geometry());
+  std::uint8_t* d = m.data();
+  parallel_for(static_cast<std::int64_t>(like.size()), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t x = b; x < e; ++x) d[x] = fn(static_cast<std::size_t>(x)) ? 1 : 0;
+  }, 1 << 16);
+  return m;
+}
+
+bool any_set(const Volume<std::uint8_t>& m) {
+  return std::any_of(m.data(), m.data() + m.size(), [](std::uint8_t v) { return v != 0; });
+}
+
+void check_options(const Volume<float>& hu, const SkullStripOptions& o) {
+  if (hu.empty()) throw InvalidArgument("skull_strip: empty volume");
+  auto finite = [](double v) { return std::isfinite(v); };
+  if (!finite(o.brain_min_hu) || !finite(o.brain_max_hu) || !(o.brain_min_hu < o.brain_max_hu))
+    throw InvalidArgument("skull_strip: need finite brain_min_hu < brain_max_hu (got " + std::to_string(o.brain_min_hu) +
+                          ", " + std::to_string(o.brain_max_hu) + ")");
+  if (!finite(o.bone_hu) || o.bone_hu <= o.brain_min_hu)
+    throw InvalidArgument("skull_strip: bone_hu must be finite and above brain_min_hu");
+  if (!finite(o.smooth_sigma_mm) || o.smooth_sigma_mm < 0)
+    throw InvalidArgument("skull_strip: smooth_sigma_mm must be finite and >= 0");
+  if (!finite(o.opening_mm) || o.opening_mm < 0) throw InvalidArgument("skull_strip: opening_mm must be finite and >= 0");
+  if (std::isnan(o.rim_max_hu)) throw InvalidArgument("skull_strip: rim_max_hu must not be NaN");
+}
+
+}  // namespace
+
+Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOptions& o) {
+  check_options(hu, o);
+  Trace trace;
+  const std::size_t ni = hu.ni(), nj = hu.nj(), nk = hu.nk(), nij = ni * nj;
+  const float* H = hu.data();
+  const float lo = o.brain_min_hu, hi = o.brain_max_hu, bone = o.bone_hu;
+  const float fat_air = lo - 30.0f;  // below this (smoothed) a voxel is fat or air, not CSF
+
+  // 1-2. smooth, soft tissue
+  const Volume<float> smooth = o.smooth_sigma_mm > 0 ? gaussian_smooth(hu, o.smooth_sigma_mm) : hu;
+  const float* S = smooth.data();
+  trace("smooth");
+  const Volume<std::uint8_t> soft = make_mask(hu, [&](std::size_t x) { return S[x] >= lo && S[x] <= hi; });
+  trace("threshold");
+
+  // 3. erosion + largest component: the brain's core, cut from scalp, face and neck
+  const Volume<std::uint8_t> core = quant::largest_component(quant::binary_erode(soft, o.opening_mm), 6);
+  trace("erode + largest");
+  if (!any_set(core))
+    throw InvalidArgument("skull_strip: no intracranial soft tissue found (is the volume a head CT in HU? is opening_mm = " +
+                          std::to_string(o.opening_mm) + " too large for it?)");
+
+  // 4. restore the outline on the unsmoothed scan, within reach of the core
+  const double reach = o.opening_mm + 2 * o.smooth_sigma_mm;
+  const Volume<std::uint8_t> band = quant::binary_dilate(core, reach);
+  trace("dilate");
+  const std::uint8_t* B = band.data();
+  Volume<std::uint8_t> brain = quant::largest_component(
+      make_mask(hu, [&](std::size_t x) { return B[x] && H[x] < bone && S[x] >= fat_air; }), 6);
+  trace("restore + largest");
+
+  // 5. enclosed holes: ventricles, calcifications, blood
+  brain = quant::fill_holes(brain, 6);
+  trace("fill holes");
+
+  // 6. partial-volume rim: 6-neighbours of the mask that are less than half bone by their HU,
+  // v < (mean HU of their neighbours in the mask + brightest HU of their 3x3x3) / 2, up to
+  // rim_max_hu
+  if (!(o.rim_max_hu > bone)) return brain;
+  Volume<std::uint8_t> out = brain.deep_copy();
+  const std::uint8_t* M = brain.data();
+  std::uint8_t* O = out.data();
+  const float rim_max = o.rim_max_hu;
+  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t k = b; k < e; ++k)
+      for (std::size_t j = 0; j < nj; ++j)
+        for (std::size_t i = 0; i < ni; ++i) {
+          const std::size_t x = i + j * ni + static_cast<std::size_t>(k) * nij;
+          const float v = H[x];
+          if (M[x] || !(v <= rim_max) || S[x] < fat_air) continue;
+          float sum = 0;
+          int n = 0;
+          auto look = [&](bool ok, std::size_t y) {
+            if (ok && M[y]) {
+              sum += H[y];
+              ++n;
+            }
+          };
+          look(i > 0, x - 1);
+          look(i + 1 < ni, x + 1);
+          look(j > 0, x - ni);
+          look(j + 1 < nj, x + ni);
+          look(k > 0, x - nij);
+          look(static_cast<std::size_t>(k) + 1 < nk, x + nij);
+          if (n == 0) continue;
+          float peak = v;
+          for (std::int64_t kk = std::max<std::int64_t>(k - 1, 0); kk <= std::min<std::int64_t>(k + 1, nk - 1); ++kk)
+            for (std::size_t jj = j > 0 ? j - 1 : 0; jj <= std::min(j + 1, nj - 1); ++jj) {
+              const float* row = H + jj * ni + static_cast<std::size_t>(kk) * nij;
+              for (std::size_t ii = i > 0 ? i - 1 : 0; ii <= std::min(i + 1, ni - 1); ++ii) peak = std::max(peak, row[ii]);
+            }
+          if (v < 0.5f * (sum / n + peak)) O[x] = 1;
+        }
+  });
+  trace("rim");
+  return out;
+}
+
+}  // namespace ichkit::preprocess
