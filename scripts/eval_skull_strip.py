@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Skull strip on 20 phantoms (issue 4, must-show 2): brain Dice against the phantom's brain
+mask and the share of hematoma voxels kept, for every location incl. lobar bleeds touching the
+inner table, IVH, noise and gantry tilt; plus the real GE scan. Writes
+docs/results/skull-strip-phantoms.md.   Run: .venv/bin/python scripts/eval_skull_strip.py"""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+import ichkit
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCS = ["lobar", "basal_ganglia", "thalamus", "cerebellum", "brainstem"]
+
+
+def main():
+    rows = []
+    for n in range(20):
+        loc = LOCS[n % 5] if n % 3 else "lobar"
+        case = ichkit.phantom.make_case(seed=100 + n, location=loc, tilt=[0, 15, 18, 20][n % 4],
+                                        noise=4 + (n % 4) * 2, ivh=bool(n % 3 == 0))
+        t = time.perf_counter()
+        m = ichkit.preprocess.skull_strip(case["image"]).array > 0
+        dt = time.perf_counter() - t
+        brain = case["brain"].array > 0
+        hem = case["mask"].array > 0
+        hu = case["image"].array
+        dice = 2 * np.count_nonzero(m & brain) / (np.count_nonzero(m) + np.count_nonzero(brain))
+        kept = np.count_nonzero(m & hem) / max(1, np.count_nonzero(hem))
+        kept300 = np.count_nonzero(m & hem & (hu <= 300)) / max(1, np.count_nonzero(hem & (hu <= 300)))
+        rows.append((n, case["location"], case["ivh"], [0, 15, 18, 20][n % 4], case["volume_ml"], dice, kept, kept300, dt))
+    v, _ = ichkit.io.read_dicom(str(ROOT / "tests" / "data" / "dicom" / "ge-head-tilt"))
+    g = ichkit.preprocess.skull_strip(v).array > 0
+    ge_ml = np.count_nonzero(g) * abs(np.linalg.det(v.affine[:3, :3])) / 1000
+    ge_comp = ndimage.label(g)[1]
+    ge_max = float(v.array[g].max())
+    lines = ["# Skull strip on 20 phantoms and the real GE scan", "",
+             "`scripts/eval_skull_strip.py`, default options (opening 5 mm, rim cap 300 HU), 512 x 512 x 32 at "
+             "0.45 x 0.45 x 5 mm. Goal: Dice >= 0.97 and >= 99.5 % of hematoma voxels kept.", "",
+             "| seed | location | IVH | tilt | hematoma mL | brain Dice | hematoma kept | kept (voxels <= 300 HU) | s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for n, loc, ivh, tilt, ml, dice, kept, k300, dt in rows:
+        lines.append(f"| {100 + n} | {loc} | {int(ivh)} | {tilt} | {ml:.1f} | {dice:.4f} | {100 * kept:.2f} % | "
+                     f"{100 * k300:.2f} % | {dt:.2f} |")
+    d = np.array([r[5] for r in rows])
+    k = np.array([r[6] for r in rows])
+    lines += ["", f"Dice min {d.min():.4f}, mean {d.mean():.4f}; hematoma kept min {100 * k.min():.2f} %, "
+              f"{np.count_nonzero(k >= 0.995)} of 20 cases >= 99.5 %.", "",
+              f"GE head CT (tilt 18.5 deg, resampled): {ge_ml:.1f} mL, {ge_comp} connected component(s), "
+              f"max {ge_max:.1f} HU inside.", "",
+              "Hematoma voxels lost are partial-volume voxels against the inner table (above 300 HU); keeping them "
+              "(`rim_max_hu=inf`) conflicts with the real-scan rule of no voxel above 300 HU inside the mask.", ""]
+    out = ROOT / "docs" / "results" / "skull-strip-phantoms.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
