@@ -158,35 +158,37 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
   const Eigen::Matrix3d m = m4.topLeftCorner<3, 3>();
   const Eigen::Vector3d b = m4.topRightCorner<3, 1>();
   // Source samples (float/double working copy when filtering is needed).
-  const bool integral = std::is_integral<T>::value;
   Volume<T> out = Volume<T>::uninitialized(shape, geometry);
   out.metadata() = v.metadata();
   T* o = out.data();
   const T fillv = static_cast<T>(fill);
   const double lim[3] = {double(in[0] - 1), double(in[1] - 1), double(in[2] - 1)};
   const double eps = 1e-6;
-
-  if (interp == Interp::Nearest) {
-    const T* src = v.data();
+  // Visit every output voxel: `value(q)` for a continuous source index q inside [0, n-1] on
+  // every axis (to eps), `fill` outside.
+  auto for_each_voxel = [&](auto&& value) {
     parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
       for (std::int64_t r = rb; r < re; ++r) {
         const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
         Eigen::Vector3d q = m.col(1) * double(j) + m.col(2) * double(k) + b;
         T* line = o + std::size_t(r) * shape[0];
         for (std::size_t i = 0; i < shape[0]; ++i, q += m.col(0)) {
-          // round half away from zero would differ from scipy's order=0 (which rounds
-          // half to even via floor(x + 0.5)); use floor(x + 0.5) like scipy.
-          const double x = std::floor(q[0] + 0.5), y = std::floor(q[1] + 0.5), z = std::floor(q[2] + 0.5);
-          if (q[0] < -eps || q[1] < -eps || q[2] < -eps || q[0] > lim[0] + eps || q[1] > lim[1] + eps || q[2] > lim[2] + eps) {
-            line[i] = fillv;
-            continue;
-          }
-          const std::size_t xi = std::min<std::size_t>(std::size_t(std::max(0.0, x)), in[0] - 1);
-          const std::size_t yi = std::min<std::size_t>(std::size_t(std::max(0.0, y)), in[1] - 1);
-          const std::size_t zi = std::min<std::size_t>(std::size_t(std::max(0.0, z)), in[2] - 1);
-          line[i] = src[xi + in[0] * (yi + in[1] * zi)];
+          const bool inside = q[0] >= -eps && q[1] >= -eps && q[2] >= -eps && q[0] <= lim[0] + eps &&
+                              q[1] <= lim[1] + eps && q[2] <= lim[2] + eps;
+          line[i] = inside ? value(q) : fillv;
         }
       }
+    });
+  };
+
+  if (interp == Interp::Nearest) {
+    const T* src = v.data();
+    // floor(x + 0.5) like scipy's order=0
+    for_each_voxel([&](const Eigen::Vector3d& q) {
+      const std::size_t xi = std::min<std::size_t>(std::size_t(std::max(0.0, std::floor(q[0] + 0.5))), in[0] - 1);
+      const std::size_t yi = std::min<std::size_t>(std::size_t(std::max(0.0, std::floor(q[1] + 0.5))), in[1] - 1);
+      const std::size_t zi = std::min<std::size_t>(std::size_t(std::max(0.0, std::floor(q[2] + 0.5))), in[2] - 1);
+      return src[xi + in[0] * (yi + in[1] * zi)];
     });
     return out;
   }
@@ -220,7 +222,6 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
       return static_cast<T>(val);
     }
   };
-  (void)integral;
 
   const bool axis_aligned = std::abs(m(0, 1)) + std::abs(m(0, 2)) + std::abs(m(1, 0)) + std::abs(m(1, 2)) +
                                 std::abs(m(2, 0)) + std::abs(m(2, 1)) < 1e-12;
@@ -280,35 +281,24 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
 
   if (interp == Interp::Linear) {
     const std::size_t sx = 1, sy = in[0], sz = in[0] * in[1];
-    parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
-      for (std::int64_t r = rb; r < re; ++r) {
-        const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
-        Eigen::Vector3d q = m.col(1) * double(j) + m.col(2) * double(k) + b;
-        T* line = o + std::size_t(r) * shape[0];
-        for (std::size_t i = 0; i < shape[0]; ++i, q += m.col(0)) {
-          if (q[0] < -eps || q[1] < -eps || q[2] < -eps || q[0] > lim[0] + eps || q[1] > lim[1] + eps || q[2] > lim[2] + eps) {
-            line[i] = fillv;
-            continue;
-          }
-          double c[3], f[3];
-          std::size_t i0[3], i1[3];
-          for (int a = 0; a < 3; ++a) {
-            c[a] = std::clamp(q[a], 0.0, lim[a]);
-            double fl = std::floor(c[a]);
-            if (fl >= lim[a]) fl = std::max(0.0, lim[a] - 1);
-            i0[a] = std::size_t(fl);
-            i1[a] = std::min<std::size_t>(i0[a] + 1, in[a] - 1);
-            f[a] = in[a] == 1 ? 0.0 : c[a] - fl;
-          }
-          const float* p = fsrc;
-          const double c00 = p[i0[0] * sx + i0[1] * sy + i0[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i0[1] * sy + i0[2] * sz] * f[0];
-          const double c10 = p[i0[0] * sx + i1[1] * sy + i0[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i1[1] * sy + i0[2] * sz] * f[0];
-          const double c01 = p[i0[0] * sx + i0[1] * sy + i1[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i0[1] * sy + i1[2] * sz] * f[0];
-          const double c11 = p[i0[0] * sx + i1[1] * sy + i1[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i1[1] * sy + i1[2] * sz] * f[0];
-          const double c0 = c00 * (1 - f[1]) + c10 * f[1], c1 = c01 * (1 - f[1]) + c11 * f[1];
-          line[i] = store(c0 * (1 - f[2]) + c1 * f[2]);
-        }
+    for_each_voxel([&](const Eigen::Vector3d& q) {
+      double c[3], f[3];
+      std::size_t i0[3], i1[3];
+      for (int a = 0; a < 3; ++a) {
+        c[a] = std::clamp(q[a], 0.0, lim[a]);
+        double fl = std::floor(c[a]);
+        if (fl >= lim[a]) fl = std::max(0.0, lim[a] - 1);
+        i0[a] = std::size_t(fl);
+        i1[a] = std::min<std::size_t>(i0[a] + 1, in[a] - 1);
+        f[a] = in[a] == 1 ? 0.0 : c[a] - fl;
       }
+      const float* p = fsrc;
+      const double c00 = p[i0[0] * sx + i0[1] * sy + i0[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i0[1] * sy + i0[2] * sz] * f[0];
+      const double c10 = p[i0[0] * sx + i1[1] * sy + i0[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i1[1] * sy + i0[2] * sz] * f[0];
+      const double c01 = p[i0[0] * sx + i0[1] * sy + i1[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i0[1] * sy + i1[2] * sz] * f[0];
+      const double c11 = p[i0[0] * sx + i1[1] * sy + i1[2] * sz] * (1 - f[0]) + p[i1[0] * sx + i1[1] * sy + i1[2] * sz] * f[0];
+      const double c0 = c00 * (1 - f[1]) + c10 * f[1], c1 = c01 * (1 - f[1]) + c11 * f[1];
+      return store(c0 * (1 - f[2]) + c1 * f[2]);
     });
     return out;
   }
@@ -317,33 +307,22 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
   std::vector<double> coef(v.size());
   for (std::size_t n = 0; n < v.size(); ++n) coef[n] = fsrc[n];
   for (int a = 0; a < 3; ++a) detail::bspline_prefilter_axis(coef, in, a);
-  parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
-    for (std::int64_t r = rb; r < re; ++r) {
-      const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
-      Eigen::Vector3d q = m.col(1) * double(j) + m.col(2) * double(k) + b;
-      T* line = o + std::size_t(r) * shape[0];
-      for (std::size_t i = 0; i < shape[0]; ++i, q += m.col(0)) {
-        if (q[0] < -eps || q[1] < -eps || q[2] < -eps || q[0] > lim[0] + eps || q[1] > lim[1] + eps || q[2] > lim[2] + eps) {
-          line[i] = fillv;
-          continue;
-        }
-        double w[3][4];
-        std::int64_t idx[3][4];
-        for (int a = 0; a < 3; ++a) {
-          const double fl = std::floor(q[a]);
-          detail::cubic_weights(q[a] - fl, w[a]);
-          for (int t = 0; t < 4; ++t) idx[a][t] = detail::mirror_index(std::int64_t(fl) - 1 + t, std::int64_t(in[a]));
-        }
-        double acc = 0;
-        for (int tz = 0; tz < 4; ++tz)
-          for (int ty = 0; ty < 4; ++ty) {
-            const double wyz = w[2][tz] * w[1][ty];
-            const double* row = coef.data() + std::size_t(idx[1][ty]) * in[0] + std::size_t(idx[2][tz]) * in[0] * in[1];
-            acc += wyz * (w[0][0] * row[idx[0][0]] + w[0][1] * row[idx[0][1]] + w[0][2] * row[idx[0][2]] + w[0][3] * row[idx[0][3]]);
-          }
-        line[i] = store(acc);
-      }
+  for_each_voxel([&](const Eigen::Vector3d& q) {
+    double w[3][4];
+    std::int64_t idx[3][4];
+    for (int a = 0; a < 3; ++a) {
+      const double fl = std::floor(q[a]);
+      detail::cubic_weights(q[a] - fl, w[a]);
+      for (int t = 0; t < 4; ++t) idx[a][t] = detail::mirror_index(std::int64_t(fl) - 1 + t, std::int64_t(in[a]));
     }
+    double acc = 0;
+    for (int tz = 0; tz < 4; ++tz)
+      for (int ty = 0; ty < 4; ++ty) {
+        const double wyz = w[2][tz] * w[1][ty];
+        const double* row = coef.data() + std::size_t(idx[1][ty]) * in[0] + std::size_t(idx[2][tz]) * in[0] * in[1];
+        acc += wyz * (w[0][0] * row[idx[0][0]] + w[0][1] * row[idx[0][1]] + w[0][2] * row[idx[0][2]] + w[0][3] * row[idx[0][3]]);
+      }
+    return store(acc);
   });
   return out;
 }
