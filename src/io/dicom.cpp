@@ -118,6 +118,7 @@ struct FileHeader {
   FrameGeometry shared;               // top level or shared functional groups
   std::vector<FrameGeometry> per_frame;  // enhanced multi-frame
   std::string problem;                // why geometry/format values are unusable ("" = fine)
+  bool preamble = false;              // 128-byte preamble + "DICM" (seen by the scan)
 };
 
 class Strings {
@@ -184,13 +185,15 @@ long to_long(const std::string& s, long fallback = 0) {
   return fallback;
 }
 
-bool looks_like_dicom(const std::string& path) {
+// `preamble` tells whether the file starts with the 128-byte preamble and "DICM".
+bool looks_like_dicom(const std::string& path, bool& preamble) {
+  preamble = false;
   std::ifstream f(path, std::ios::binary);
   if (!f) return false;
   char b[132] = {};
   f.read(b, sizeof b);
   const std::streamsize n = f.gcount();
-  if (n >= 132 && std::memcmp(b + 128, "DICM", 4) == 0) return true;
+  if (n >= 132 && std::memcmp(b + 128, "DICM", 4) == 0) return preamble = true;
   // No preamble: an implicit/explicit little-endian dataset starting with group 0x0008 or 0x0002.
   if (n >= 8) {
     const unsigned g = static_cast<unsigned char>(b[0]) | (static_cast<unsigned char>(b[1]) << 8);
@@ -202,7 +205,7 @@ bool looks_like_dicom(const std::string& path) {
 // Read one file's header (no pixel data). Returns false if it is not DICOM at all.
 bool read_header(const std::string& path, FileHeader& h) {
   quiet_gdcm();
-  if (!looks_like_dicom(path)) return false;
+  if (!looks_like_dicom(path, h.preamble)) return false;
   gdcm::Reader reader;
   reader.SetFileName(path.c_str());
   std::set<gdcm::Tag> skip{kPixelData};
@@ -521,11 +524,9 @@ void decode_file(const FileHeader& h, std::vector<Slice*>& slices, float fill, s
     if (ts != gdcm::TransferSyntax::DeflatedExplicitVRLittleEndian) {
       std::error_code ec;
       const std::uint64_t size = fs::file_size(h.path, ec);
-      char magic[4] = {};
-      std::ifstream(h.path, std::ios::binary).seekg(128).read(magic, 4);
       // GDCM counts a 128-byte preamble and "DICM" in the meta length; without them skip this
       // check (the pixel-data length check below still applies).
-      if (std::memcmp(magic, "DICM", 4) != 0) ec = std::make_error_code(std::errc::invalid_argument);
+      if (!h.preamble) ec = std::make_error_code(std::errc::invalid_argument);
       const std::uint64_t encoded =
           std::uint64_t(meta.GetFullLength()) +
           (ts.IsImplicit() ? std::uint64_t(ds.GetLength<gdcm::ImplicitDataElement>())
