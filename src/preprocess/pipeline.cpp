@@ -18,12 +18,16 @@ Volume<float> PipelineResult::to_scan(const Volume<float>& on_network_grid, Inte
   return resample(on_network_grid, scan_geometry, scan_shape, interp, fill, false);
 }
 
+Pipeline& Pipeline::add(Step s) {
+  steps_.push_back(std::move(s));
+  return *this;
+}
+
 Pipeline& Pipeline::reorient(const std::string& code) {
   Step s;
   s.op = "reorient";
   s.text = code;
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::resample_to_spacing(const Eigen::Vector3d& spacing, Interp interp) {
   for (int a = 0; a < 3; ++a)
@@ -32,16 +36,14 @@ Pipeline& Pipeline::resample_to_spacing(const Eigen::Vector3d& spacing, Interp i
   s.op = "resample_to_spacing";
   s.values = {spacing[0], spacing[1], spacing[2]};
   s.text = to_string(interp);
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::resample_to_shape(const Shape3& shape, Interp interp) {
   Step s;
   s.op = "resample_to_shape";
   s.values = {double(shape[0]), double(shape[1]), double(shape[2])};
   s.text = to_string(interp);
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::crop_to_foreground(double threshold, double margin_mm) {
   if (!(margin_mm >= 0)) throw InvalidArgument("crop_to_foreground: margin must be >= 0 mm");
@@ -49,23 +51,20 @@ Pipeline& Pipeline::crop_to_foreground(double threshold, double margin_mm) {
   s.op = "crop_to_foreground";
   s.a = threshold;
   s.b = margin_mm;
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::center_crop_or_pad(const Shape3& shape, float fill) {
   Step s;
   s.op = "center_crop_or_pad";
   s.values = {double(shape[0]), double(shape[1]), double(shape[2])};
   s.a = fill;
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::skull_strip(float fill) {
   Step s;
   s.op = "skull_strip";
   s.a = fill;
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::clip(double lo, double hi) {
   if (!(hi > lo)) throw InvalidArgument("clip: max must be > min");
@@ -73,8 +72,7 @@ Pipeline& Pipeline::clip(double lo, double hi) {
   s.op = "clip";
   s.a = lo;
   s.b = hi;
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 Pipeline& Pipeline::window(const std::vector<Window>& windows, double out_min, double out_max) {
   if (windows.empty()) throw InvalidArgument("window: no windows");
@@ -86,8 +84,7 @@ Pipeline& Pipeline::window(const std::vector<Window>& windows, double out_min, d
   }
   s.a = out_min;
   s.b = out_max;
-  steps_.push_back(s);
-  return *this;
+  return add(std::move(s));
 }
 
 std::string Pipeline::to_json() const {

@@ -64,6 +64,7 @@ public:
   static Pipeline default_head_ct();
 
 private:
+  Pipeline& add(Step s);
   std::vector<Step> steps_;
 };
 
