@@ -217,7 +217,11 @@ def preprocess_suite(args):
     (dest / "benchmark-preprocess.md").write_text(
         "# Preprocessing: ichkit vs numpy / scipy.ndimage / torch\n\n"
         f"Measured by `benchmarks/run.py --suite preprocess` on {torch_threads} cores, median of {args.repeats} runs "
-        "after a warm-up; torch with the same thread count. Peers: `benchmarks/preprocess_peers.py`.\n\n" + table + "\n")
+        "after a warm-up; torch with the same thread count. Peers: `benchmarks/preprocess_peers.py`.\n\n" + table + "\n\n"
+        "ichkit recycles large freed voxel buffers (`BufferCache` in `include/ichkit/core/volume.h`, 256 MiB by "
+        "default), so a step repeated scan after scan writes into memory that is already mapped; numpy, scipy and "
+        "torch take fresh pages from the kernel on every call and pay its page faults and zero-fill, which for the "
+        "one-window case is most of their time. `ICHKIT_BUFFER_CACHE_MB=0` measures ichkit without the cache.\n")
 
 
 if __name__ == "__main__":

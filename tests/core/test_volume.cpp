@@ -60,3 +60,32 @@ TEST_CASE("volume: cast keeps the grid; AnyVolume converts") {
   CHECK(datatype_from_string("float32") == DataType::Float32);
   CHECK_THROWS_AS(datatype_from_string("complex64"), InvalidArgument);
 }
+
+TEST_CASE("volume: large freed buffers are reused, within the cache limit") {
+  using ichkit::detail::BufferCache;
+  ichkit::set_buffer_cache_limit(std::size_t(64) << 20);
+  const ichkit::Shape3 shape{256, 256, 32};  // 8 MiB of float
+  const float* first = nullptr;
+  {
+    auto a = ichkit::Volume<float>::uninitialized(shape, ichkit::Geometry{});
+    first = a.data();
+  }
+  CHECK(BufferCache::instance().held() == (std::size_t(8) << 20));
+  {
+    auto b = ichkit::Volume<float>::uninitialized(shape, ichkit::Geometry{});
+    CHECK(b.data() == first);  // the same block came back
+    CHECK(BufferCache::instance().held() == 0);
+    auto c = ichkit::Volume<float>(shape, ichkit::Geometry{}, 7.0f);  // a second live buffer: a fresh one, filled
+    CHECK(c.data() != first);
+    CHECK(c.data()[c.size() - 1] == 7.0f);
+  }
+  CHECK(BufferCache::instance().held() == (std::size_t(16) << 20));
+  // a request far smaller than a cached block does not take it (3/4 rule)
+  {
+    auto d = ichkit::Volume<float>::uninitialized({256, 256, 16}, ichkit::Geometry{});
+    CHECK(BufferCache::instance().held() == (std::size_t(16) << 20));
+  }
+  ichkit::set_buffer_cache_limit(0);  // frees what it holds
+  CHECK(BufferCache::instance().held() == 0);
+  ichkit::set_buffer_cache_limit(std::size_t(256) << 20);
+}
