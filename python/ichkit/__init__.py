@@ -19,7 +19,7 @@ from ._core import (  # noqa: F401
     set_num_threads,
 )
 from ._core import __version__  # noqa: F401
-from . import io, phantom, preprocess  # noqa: F401
+from . import io, metrics, model, phantom, preprocess  # noqa: F401
 from .io import list_series, read, read_dicom, read_nifti, write_nifti  # noqa: F401
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "__version__",
     "io",
     "list_series",
+    "metrics",
+    "model",
     "num_threads",
     "phantom",
     "preprocess",

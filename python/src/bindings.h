@@ -14,6 +14,8 @@ void bind_core(py::module_& m);
 void bind_io(py::module_& m);
 void bind_phantom(py::module_& m);
 void bind_preprocess(py::module_& m);
+void bind_metrics(py::module_& m);
+void bind_model(py::module_& m);
 
 /// Wrap a C++ volume as the Python `ichkit.Volume` (shares the buffer).
 py::object wrap(AnyVolume v);

@@ -12,4 +12,6 @@ Use the `ichkit` package, which re-exports this module.)pbdoc";
   ichkit::python::bind_io(m);
   ichkit::python::bind_phantom(m);
   ichkit::python::bind_preprocess(m);
+  ichkit::python::bind_metrics(m);
+  ichkit::python::bind_model(m);
 }

@@ -1,0 +1,27 @@
+#pragma once
+/// \file impl.h
+/// The LibTorch side of ichkit::model::Model, for the trainer and the explainer (includes
+/// <torch/torch.h>; not needed to load and predict).
+#include <mutex>
+
+#include "ichkit/model/model.h"
+#include "ichkit/model/net.h"
+
+namespace ichkit::model {
+
+struct Model::Impl {
+  MultiTaskNet net{nullptr};
+  preprocess::Pipeline pipeline;
+  nlohmann::json metadata = nlohmann::json::object();
+
+  /// Network input for one scan: (1, C, D, H, W) float32 and the pipeline result (for the
+  /// way back to the scan grid).
+  std::pair<torch::Tensor, preprocess::PipelineResult> prepare(const Volume<float>& scan) const;
+  /// Turn raw head outputs of a batch into predictions (row `row`, pipeline result `pr`).
+  Prediction decode(const MultiTaskNetImpl::Output& out, std::int64_t row, const preprocess::PipelineResult& pr) const;
+};
+
+/// A zero-copy (C, D, H, W) float tensor view of pipeline channels (keeps the buffer alive).
+torch::Tensor channels_tensor(const preprocess::Channels& c);
+
+}  // namespace ichkit::model

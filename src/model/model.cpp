@@ -1,0 +1,401 @@
+/// \file model.cpp
+/// Model: construction, the model file, prediction.
+#include <zlib.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+#include "ichkit/core/error.h"
+#include "ichkit/core/runtime.h"
+#include "ichkit/core/version.h"
+#include "ichkit/io/atomic_file.h"
+#include "ichkit/model/detail/impl.h"
+#include "ichkit/model/metrics.h"
+
+namespace ichkit::model {
+namespace {
+using json = nlohmann::json;
+
+constexpr char kMagic[8] = {'I', 'C', 'H', 'K', 'I', 'T', 'M', 'F'};
+constexpr char kEnd[8] = {'I', 'C', 'H', 'K', 'E', 'N', 'D', '\n'};
+constexpr std::size_t kAlign = 64;
+
+/// Deterministic initialisation from a seed without touching LibTorch's global generator:
+/// convolutions Kaiming-normal (fan-out, ReLU), linear layers uniform +-1/sqrt(fan_in),
+/// biases 0, norm scales 1.
+void initialise(MultiTaskNet& net, std::uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  for (auto& p : net->named_parameters(true)) {
+    const std::string& name = p.key();
+    torch::Tensor t = p.value();
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    const bool is_norm = name.find(".bn") != std::string::npos || name.find("downsample.1") != std::string::npos ||
+                         name.find("stem.1") != std::string::npos || name.find(".norm.") != std::string::npos;
+    if (name == "log_vars" || name.find("thresholds") != std::string::npos) continue;
+    if (is_norm) {
+      if (is_bias) t.zero_(); else t.fill_(1.0);
+    } else if (is_bias) {
+      t.zero_();
+    } else if (t.dim() == 5) {
+      const double fan_out = static_cast<double>(t.size(0) * t.size(2) * t.size(3) * t.size(4));
+      t.normal_(0.0, std::sqrt(2.0 / fan_out), gen);
+    } else if (t.dim() == 2) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>(t.size(1)));
+      t.uniform_(-bound, bound, gen);
+    }
+  }
+}
+
+std::string now_iso() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+template <class T>
+void put(std::string& out, T v) {
+  char b[sizeof(T)];
+  std::memcpy(b, &v, sizeof(T));  // little-endian hosts only (checked at load on big-endian too)
+  out.append(b, sizeof(T));
+}
+
+template <class T>
+T take(const std::string& s, std::size_t& pos, const char* what) {
+  if (s.size() - pos < sizeof(T)) throw FormatError(std::string("model file: truncated (in the ") + what + ")");
+  T v;
+  std::memcpy(&v, s.data() + pos, sizeof(T));
+  pos += sizeof(T);
+  return v;
+}
+
+std::uint32_t crc(const char* p, std::size_t n) {
+  uLong c = crc32(0L, Z_NULL, 0);
+  while (n > 0) {
+    const uInt chunk = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+    c = crc32(c, reinterpret_cast<const Bytef*>(p), chunk);
+    p += chunk;
+    n -= chunk;
+  }
+  return static_cast<std::uint32_t>(c);
+}
+
+}  // namespace
+
+torch::Tensor channels_tensor(const preprocess::Channels& c) {
+  std::shared_ptr<float> keep = c.data;
+  const auto n = static_cast<int64_t>(c.count);
+  return torch::from_blob(keep.get(),
+                          {n, static_cast<int64_t>(c.shape[2]), static_cast<int64_t>(c.shape[1]), static_cast<int64_t>(c.shape[0])},
+                          [keep](void*) mutable { keep.reset(); }, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
+const HeadPrediction& Prediction::operator[](const std::string& name) const {
+  std::string known;
+  for (const HeadPrediction& h : heads) {
+    if (h.name == name) return h;
+    known += (known.empty() ? "" : ", ") + h.name;
+  }
+  throw InvalidArgument("no head called '" + name + "' in this prediction (heads: " + known + ")");
+}
+
+// ---- construction ------------------------------------------------------------------------
+
+Model::Model(const ModelConfig& config, std::uint64_t seed) : impl_(std::make_shared<Impl>()) {
+  init_runtime();
+  impl_->net = MultiTaskNet(config);
+  initialise(impl_->net, seed);
+  impl_->net->eval();
+  impl_->pipeline = config.pipeline.is_null() ? preprocess::Pipeline::default_head_ct()
+                                              : preprocess::Pipeline::from_json(config.pipeline.dump());
+  impl_->metadata = json{{"ichkit_version", version()}, {"torch_version", runtime_info().torch_version},
+                         {"created", now_iso()}, {"seed", seed}};
+}
+
+ModelConfig Model::config() const {
+  ModelConfig c = impl_->net->current_config();
+  c.pipeline = json::parse(impl_->pipeline.to_json());
+  return c;
+}
+
+preprocess::Pipeline Model::pipeline() const { return impl_->pipeline; }
+const json& Model::metadata() const { return impl_->metadata; }
+void Model::set_metadata(const json& m) {
+  if (!m.is_object()) throw InvalidArgument("model metadata must be a JSON object");
+  impl_->metadata = m;
+}
+
+std::int64_t Model::parameter_count() const {
+  std::int64_t n = 0;
+  for (const auto& p : impl_->net->parameters()) n += p.numel();
+  return n;
+}
+
+std::vector<NamedArray> Model::state() const {
+  std::vector<NamedArray> out;
+  for (auto& [name, t0] : named_state(impl_->net)) {
+    torch::Tensor t = t0.detach().contiguous().cpu();
+    NamedArray a;
+    a.name = name;
+    a.shape = t.sizes().vec();
+    if (t.scalar_type() == torch::kFloat32) {
+      a.dtype = "float32";
+      a.f32.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    } else if (t.scalar_type() == torch::kInt64) {
+      a.dtype = "int64";
+      a.i64.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    } else {
+      throw InvalidArgument("model state: tensor '" + name + "' has an unsupported type");
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+void Model::set_state(const std::vector<NamedArray>& state) {
+  std::vector<std::pair<std::string, torch::Tensor>> ts;
+  for (const NamedArray& a : state) {
+    int64_t n = 1;
+    for (int64_t d : a.shape) {
+      if (d < 0) throw FormatError("model weights: tensor '" + a.name + "' has a negative dimension");
+      n *= d;
+    }
+    if (a.dtype == "float32") {
+      if (static_cast<int64_t>(a.f32.size()) != n) throw FormatError("model weights: tensor '" + a.name + "' has the wrong number of values");
+      ts.emplace_back(a.name, torch::from_blob(const_cast<float*>(a.f32.data()), a.shape, torch::kFloat32).clone());
+    } else if (a.dtype == "int64") {
+      if (static_cast<int64_t>(a.i64.size()) != n) throw FormatError("model weights: tensor '" + a.name + "' has the wrong number of values");
+      ts.emplace_back(a.name, torch::from_blob(const_cast<int64_t*>(a.i64.data()), a.shape, torch::kInt64).clone());
+    } else {
+      throw FormatError("model weights: tensor '" + a.name + "' has unknown dtype '" + a.dtype + "'");
+    }
+  }
+  load_state(impl_->net, ts);
+}
+
+// ---- model file --------------------------------------------------------------------------
+
+std::string Model::to_bytes() const {
+  json tensors = json::array();
+  std::string data;
+  for (auto& [name, t0] : named_state(impl_->net)) {
+    torch::Tensor t = t0.detach().contiguous().cpu();
+    std::string dtype;
+    if (t.scalar_type() == torch::kFloat32) dtype = "float32";
+    else if (t.scalar_type() == torch::kInt64) dtype = "int64";
+    else throw InvalidArgument("model file: tensor '" + name + "' has an unsupported type");
+    data.resize((data.size() + kAlign - 1) / kAlign * kAlign, '\0');
+    const std::size_t bytes = static_cast<std::size_t>(t.numel()) * t.element_size();
+    tensors.push_back({{"name", name}, {"dtype", dtype}, {"shape", t.sizes().vec()}, {"offset", data.size()}, {"bytes", bytes}});
+    data.append(static_cast<const char*>(t.data_ptr()), bytes);
+  }
+  json meta = impl_->metadata;
+  meta["saved"] = now_iso();
+  meta["ichkit_version_saved"] = version();
+  const json header{{"config", config().to_json()}, {"tensors", tensors}, {"metadata", meta}};
+  const std::string h = header.dump();
+  std::string out;
+  out.reserve(64 + h.size() + data.size());
+  out.append(kMagic, 8);
+  put<std::uint32_t>(out, kModelFormatVersion);
+  put<std::uint32_t>(out, 0);
+  put<std::uint64_t>(out, h.size());
+  out += h;
+  put<std::uint64_t>(out, data.size());
+  out += data;
+  put<std::uint32_t>(out, crc(out.data(), out.size()));
+  out.append(kEnd, 8);
+  return out;
+}
+
+void Model::save(const std::string& path) const {
+  const std::string bytes = to_bytes();
+  io::AtomicFile f(path);
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
+
+Model Model::from_bytes(const std::string& s, const LoadOptions& options) {
+  if (s.size() > options.max_bytes)
+    throw ResourceError("model file: " + std::to_string(s.size()) + " bytes is over the limit of " + std::to_string(options.max_bytes));
+  if (s.size() < 8 || std::memcmp(s.data(), kMagic, 8) != 0) throw FormatError("not an ichkit model file (bad magic)");
+  std::size_t pos = 8;
+  const auto ver = take<std::uint32_t>(s, pos, "version");
+  if (ver != kModelFormatVersion)
+    throw FormatError("model file format version " + std::to_string(ver) + " is not supported (this ichkit reads version " +
+                      std::to_string(kModelFormatVersion) + "); upgrade ichkit or re-export the model");
+  (void)take<std::uint32_t>(s, pos, "header");
+  const auto hlen = take<std::uint64_t>(s, pos, "header length");
+  if (hlen > s.size() - pos) throw FormatError("model file: truncated (header of " + std::to_string(hlen) + " bytes)");
+  const std::string htext = s.substr(pos, hlen);
+  pos += hlen;
+  const auto dlen = take<std::uint64_t>(s, pos, "data length");
+  if (dlen > s.size() - pos) throw FormatError("model file: truncated (weights of " + std::to_string(dlen) + " bytes)");
+  const std::size_t data_pos = pos;
+  pos += dlen;
+  const std::size_t crc_pos = pos;
+  const auto stored = take<std::uint32_t>(s, pos, "checksum");
+  if (s.size() - pos < 8 || std::memcmp(s.data() + pos, kEnd, 8) != 0) throw FormatError("model file: truncated (no end marker)");
+  if (s.size() - pos != 8) throw FormatError("model file: " + std::to_string(s.size() - pos - 8) + " unexpected bytes after the end marker");
+  if (crc(s.data(), crc_pos) != stored) throw FormatError("model file: checksum mismatch (the file is corrupt)");
+
+  json header;
+  try {
+    header = json::parse(htext);
+  } catch (const json::exception& e) {
+    throw FormatError(std::string("model file: header is not valid JSON: ") + e.what());
+  }
+  if (!header.is_object() || !header.contains("config") || !header.contains("tensors") || !header.at("tensors").is_array())
+    throw FormatError("model file: header lacks config or tensors");
+  ModelConfig cfg = ModelConfig::from_json(header.at("config"));
+  Model m;
+  m.impl_ = std::make_shared<Impl>();
+  init_runtime();
+  try {
+    m.impl_->net = MultiTaskNet(cfg);
+  } catch (const InvalidArgument& e) {
+    throw FormatError(std::string("model file: cannot build its network: ") + e.what());
+  }
+  m.impl_->pipeline = cfg.pipeline.is_null() ? preprocess::Pipeline::default_head_ct()
+                                             : preprocess::Pipeline::from_json(cfg.pipeline.dump());
+  if (header.contains("metadata") && header.at("metadata").is_object()) m.impl_->metadata = header.at("metadata");
+
+  std::vector<std::pair<std::string, torch::Tensor>> state;
+  for (const json& t : header.at("tensors")) {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    std::uint64_t offset = 0, bytes = 0;
+    try {
+      name = t.at("name").get<std::string>();
+      dtype = t.at("dtype").get<std::string>();
+      shape = t.at("shape").get<std::vector<int64_t>>();
+      offset = t.at("offset").get<std::uint64_t>();
+      bytes = t.at("bytes").get<std::uint64_t>();
+    } catch (const json::exception& e) {
+      throw FormatError(std::string("model file: malformed tensor entry: ") + e.what());
+    }
+    const std::size_t esize = dtype == "float32" ? 4 : dtype == "int64" ? 8 : 0;
+    if (esize == 0) throw FormatError("model file: tensor '" + name + "' has unknown dtype '" + dtype + "'");
+    std::uint64_t n = 1;
+    for (int64_t d : shape) {
+      if (d < 0 || d > (int64_t(1) << 40) || (d > 0 && n > (std::uint64_t(1) << 40) / static_cast<std::uint64_t>(d)))
+        throw FormatError("model file: tensor '" + name + "' has an impossible shape");
+      n *= static_cast<std::uint64_t>(d);
+    }
+    if (n * esize != bytes) throw FormatError("model file: tensor '" + name + "' size does not match its shape");
+    if (offset > dlen || bytes > dlen - offset) throw FormatError("model file: tensor '" + name + "' lies outside the data");
+    torch::Tensor v = torch::empty(shape, esize == 4 ? torch::kFloat32 : torch::kInt64);
+    std::memcpy(v.data_ptr(), s.data() + data_pos + offset, bytes);
+    if (esize == 4 && !torch::isfinite(v).all().item<bool>())
+      throw FormatError("model file: tensor '" + name + "' holds NaN or infinite values");
+    state.emplace_back(name, v);
+  }
+  load_state(m.impl_->net, state);
+  m.impl_->net->eval();
+  return m;
+}
+
+Model Model::load(const std::string& path, const LoadOptions& options) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw IoError("cannot open model file '" + path + "'");
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 0) throw IoError("cannot read model file '" + path + "'");
+  if (static_cast<std::uint64_t>(size) > options.max_bytes)
+    throw ResourceError("model file '" + path + "' has " + std::to_string(size) + " bytes, over the limit of " +
+                        std::to_string(options.max_bytes));
+  f.seekg(0);
+  std::string bytes(static_cast<std::size_t>(size), '\0');
+  if (!f.read(bytes.data(), size)) throw IoError("cannot read model file '" + path + "'");
+  try {
+    return from_bytes(bytes, options);
+  } catch (const FormatError& e) {
+    throw FormatError("'" + path + "': " + e.what());
+  }
+}
+
+// ---- prediction --------------------------------------------------------------------------
+
+std::pair<torch::Tensor, preprocess::PipelineResult> Model::Impl::prepare(const Volume<float>& scan) const {
+  preprocess::PipelineResult pr = pipeline.run(scan);
+  torch::Tensor x = channels_tensor(pr.input);
+  const int64_t want = net->config().encoder.in_channels;
+  if (x.size(0) != want)
+    throw InvalidArgument("the pipeline makes " + std::to_string(x.size(0)) + " channel(s), the network expects " + std::to_string(want));
+  return {x.unsqueeze(0), std::move(pr)};
+}
+
+Prediction Model::Impl::decode(const MultiTaskNetImpl::Output& out, std::int64_t row, const preprocess::PipelineResult& pr) const {
+  Prediction p;
+  for (const auto& h : net->heads()) {
+    const HeadConfig& hc = h->config();
+    HeadPrediction hp;
+    hp.name = hc.name;
+    hp.type = hc.type;
+    torch::Tensor u = h->to_user(out.heads.at(hc.name).narrow(0, row, 1)).squeeze(0).contiguous().to(torch::kFloat64);
+    const std::string kind = h->label_kind();
+    if (kind == "scalar") {
+      hp.value = u.dim() == 0 ? u.item<double>() : u.flatten()[0].item<double>();
+    } else if (kind == "class") {
+      hp.classes = h->classes();
+      hp.probabilities.assign(u.data_ptr<double>(), u.data_ptr<double>() + u.numel());
+      hp.value = static_cast<double>(std::max_element(hp.probabilities.begin(), hp.probabilities.end()) - hp.probabilities.begin());
+    } else if (kind == "mask") {
+      // (D, H, W) = (nk, nj, ni) on the network grid -> a Volume there -> the scan grid
+      torch::Tensor f = u.to(torch::kFloat32).contiguous();
+      Volume<float> net_grid = Volume<float>::uninitialized(pr.volume.shape(), pr.volume.geometry());
+      if (static_cast<std::size_t>(f.numel()) != net_grid.size())
+        throw InvalidArgument("head '" + hc.name + "': output does not match the network grid");
+      std::memcpy(net_grid.data(), f.data_ptr<float>(), net_grid.size() * sizeof(float));
+      hp.probability = pr.to_scan(net_grid, preprocess::Interp::Linear, 0.0);
+      hp.mask = Volume<std::uint8_t>::uninitialized(hp.probability.shape(), hp.probability.geometry());
+      std::size_t count = 0;
+      for (std::size_t x = 0; x < hp.mask.size(); ++x) {
+        hp.mask.data()[x] = hp.probability.data()[x] >= 0.5f ? 1 : 0;
+        count += hp.mask.data()[x];
+      }
+      hp.value = static_cast<double>(count) *
+                 std::abs(hp.mask.geometry().affine().topLeftCorner<3, 3>().determinant()) / 1000.0;
+      const Eigen::Vector3d sp = hp.mask.spacing();
+      hp.abc2_ml = count == 0 ? 0.0
+                              : metrics::abc2_ml(hp.mask.data(), hp.mask.ni(), hp.mask.nj(), hp.mask.nk(), sp[0], sp[1], sp[2]);
+    } else {
+      throw InvalidArgument("head '" + hc.name + "': unknown label kind '" + kind + "'");
+    }
+    p.heads.push_back(std::move(hp));
+  }
+  return p;
+}
+
+Prediction Model::predict(const Volume<float>& scan) const { return predict(std::vector<Volume<float>>{scan}, 1).at(0); }
+
+std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, int batch_size) const {
+  if (batch_size < 1) throw InvalidArgument("predict: batch_size must be >= 1");
+  std::vector<Prediction> out(scans.size());
+  std::size_t s = 0;
+  while (s < scans.size()) {
+    std::vector<torch::Tensor> xs;
+    std::vector<preprocess::PipelineResult> prs;
+    std::vector<std::size_t> idx;
+    for (; s < scans.size() && static_cast<int>(xs.size()) < batch_size; ++s) {
+      auto [x, pr] = impl_->prepare(scans[s]);
+      if (!xs.empty() && x.sizes() != xs.front().sizes()) break;  // a new shape starts a new batch
+      xs.push_back(x);
+      prs.push_back(std::move(pr));
+      idx.push_back(s);
+    }
+    c10::InferenceMode guard;
+    MultiTaskNetImpl::Output o = impl_->net->forward(xs.size() == 1 ? xs[0] : torch::cat(xs, 0));
+    for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
+  }
+  return out;
+}
+
+}  // namespace ichkit::model

@@ -1,0 +1,165 @@
+// Model: deterministic initialisation, the model file (round trip, corrupt variants),
+// prediction on a scan with the stored pipeline, results back on the scan's grid.
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "ichkit/core/error.h"
+#include "ichkit/model/model.h"
+#include "ichkit/phantom/phantom.h"
+#include "test_common.h"
+
+using namespace ichkit;
+using namespace ichkit::model;
+using nlohmann::json;
+
+namespace {
+
+ModelConfig small_config() {
+  ModelConfig c;
+  c.encoder.depth = 10;
+  c.encoder.width = 4;
+  c.encoder.in_channels = 3;
+  c.heads = {{"volume", "regression", "volume_ml", 1.0, json{{"transform", "log1p"}, {"mean", 2.5}, {"sd", 1.2}}},
+             {"prognosis", "classification", "outcome", 1.0, json{{"classes", {"good", "poor"}}}},
+             {"seg", "segmentation", "mask", 1.0, json{{"channels", 4}}}};
+  preprocess::Pipeline p;
+  p.reorient("RAS").resample_to_spacing({4.0, 4.0, 5.0}).center_crop_or_pad({48, 48, 16}).window();
+  c.pipeline = json::parse(p.to_json());
+  return c;
+}
+
+const Volume<float>& scan() {
+  static Volume<float> v = [] {
+    phantom::CaseOptions o;
+    o.seed = 3;
+    o.shape = {128, 128, 16};
+    o.spacing = {1.8, 1.8, 10.0};
+    o.supersample = 1;
+    return phantom::make_case(o).image;
+  }();
+  return v;
+}
+
+bool same_state(const Model& a, const Model& b) {
+  auto sa = a.state(), sb = b.state();
+  if (sa.size() != sb.size()) return false;
+  for (std::size_t i = 0; i < sa.size(); ++i)
+    if (sa[i].name != sb[i].name || sa[i].shape != sb[i].shape || sa[i].f32 != sb[i].f32 || sa[i].i64 != sb[i].i64) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("model: initialisation is deterministic by seed") {
+  Model a(small_config(), 7), b(small_config(), 7), c(small_config(), 8);
+  CHECK(same_state(a, b));
+  CHECK_FALSE(same_state(a, c));
+  CHECK(a.parameter_count() > 1000);
+}
+
+TEST_CASE("model: file round trip keeps weights, config, pipeline and metadata") {
+  test::TempDir dir;
+  Model a(small_config(), 11);
+  json meta = a.metadata();
+  meta["training"] = {{"epochs", 3}, {"best_val_loss", 0.25}};
+  a.set_metadata(meta);
+  a.save(dir / "m.ichkit");
+  Model b = Model::load(dir / "m.ichkit");
+  CHECK(same_state(a, b));
+  CHECK(b.config().to_json() == a.config().to_json());
+  CHECK(b.pipeline().to_json() == a.pipeline().to_json());
+  CHECK(b.metadata()["training"]["epochs"] == 3);
+  CHECK(b.metadata()["ichkit_version"] == a.metadata()["ichkit_version"]);
+  // and the predictions are bit-identical
+  Prediction pa = a.predict(scan()), pb = b.predict(scan());
+  CHECK(pa["volume"].value == pb["volume"].value);
+  CHECK(pa["prognosis"].probabilities == pb["prognosis"].probabilities);
+  // a second save of the loaded model gives the same weights section
+  CHECK(b.to_bytes().size() == a.to_bytes().size());
+  // no temporary file is left behind
+  int files = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+  CHECK(files == 1);
+}
+
+TEST_CASE("model: corrupt, truncated and foreign files are refused with clear errors") {
+  Model a(small_config(), 1);
+  const std::string good = a.to_bytes();
+  auto expect = [&](const std::string& bytes, const char* needle) {
+    try {
+      (void)Model::from_bytes(bytes);
+      FAIL("accepted: " << needle);
+    } catch (const FormatError& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+    }
+  };
+  expect("", "bad magic");
+  expect("GIF89a..........", "bad magic");
+  expect(good.substr(0, 10), "truncated");
+  expect(good.substr(0, good.size() / 2), "truncated");
+  expect(good.substr(0, good.size() - 3), "truncated");
+  std::string v = good;
+  v[8] = 9;  // format version 9
+  expect(v, "version 9 is not supported");
+  std::string flip = good;
+  flip[good.size() / 2] ^= 0x10;  // a bit in the weights
+  expect(flip, "checksum");
+  std::string tail = good + "x";
+  expect(tail, "unexpected bytes");
+  // header length pointing past the end
+  std::string hl = good;
+  const std::uint64_t huge = ~std::uint64_t(0) >> 1;
+  std::memcpy(hl.data() + 16, &huge, 8);
+  expect(hl, "truncated");
+  // weights that do not fit the architecture (the check from_bytes runs after the CRC)
+  {
+    ModelConfig other = small_config();
+    other.encoder.width = 8;
+    Model o(other, 1);
+    CHECK_THROWS_WITH_AS(a.set_state(o.state()), doctest::Contains("has shape"), FormatError);
+    auto st = a.state();
+    st.pop_back();
+    CHECK_THROWS_WITH_AS(a.set_state(st), doctest::Contains("is missing"), FormatError);
+    st = a.state();
+    st[0].name = "encoder.bogus";
+    CHECK_THROWS_WITH_AS(a.set_state(st), doctest::Contains("unexpected tensor"), FormatError);
+  }
+  CHECK_THROWS_AS(Model::load("/nonexistent/model.ichkit"), IoError);
+  LoadOptions tiny;
+  tiny.max_bytes = 100;
+  CHECK_THROWS_AS(Model::from_bytes(good, tiny), ResourceError);
+}
+
+TEST_CASE("model: predict gives user units, and the segmentation on the scan's grid") {
+  Model m(small_config(), 5);
+  Prediction p = m.predict(scan());
+  REQUIRE(p.heads.size() == 3);
+  CHECK(std::isfinite(p["volume"].value));
+  CHECK(p["volume"].value >= 0);  // log1p model: expm1 >= 0 after clamping
+  CHECK(p["prognosis"].probabilities.size() == 2);
+  CHECK(p["prognosis"].probabilities[0] + p["prognosis"].probabilities[1] == doctest::Approx(1.0));
+  CHECK(p["prognosis"].classes == std::vector<std::string>{"good", "poor"});
+  const HeadPrediction& s = p["seg"];
+  CHECK(s.probability.shape() == scan().shape());
+  CHECK(s.probability.geometry().affine().isApprox(scan().geometry().affine(), 1e-12));
+  CHECK(s.mask.shape() == scan().shape());
+  CHECK_THROWS_AS(p["nope"], InvalidArgument);
+  // batches give the same numbers as one scan at a time (eval-mode BatchNorm)
+  std::vector<Prediction> many = m.predict({scan(), scan(), scan()}, 2);
+  REQUIRE(many.size() == 3);
+  for (const Prediction& q : many) {
+    CHECK(q["volume"].value == doctest::Approx(p["volume"].value).epsilon(1e-5));
+    CHECK(q["prognosis"].probabilities[1] == doctest::Approx(p["prognosis"].probabilities[1]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("model: concurrent predict calls on one model give the serial result") {
+  Model m(small_config(), 9);
+  const double want = m.predict(scan())["volume"].value;
+  std::vector<double> got(4, 0);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) ts.emplace_back([&, t] { got[t] = m.predict(scan())["volume"].value; });
+  for (auto& t : ts) t.join();
+  for (double g : got) CHECK(g == want);
+}
