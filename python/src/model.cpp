@@ -106,6 +106,9 @@ stored pipeline and returns each head's output in user units.)pbdoc")
       .def_property("metadata", [](const Model& m) { return to_py(m.metadata()); },
                     [](Model& m, const py::dict& d) { m.set_metadata(from_py(d)); })
       .def_property_readonly("parameter_count", &Model::parameter_count)
+      .def_property("fast_inference", [](const Model& m) { return m.impl()->fast_inference; },
+                    [](Model& m, bool on) { m.impl()->fast_inference = on; },
+                    "Predict through oneDNN with BatchNorm folded (default on); off = the plain module.")
       .def_property_readonly("head_names", [](const Model& m) {
         std::vector<std::string> n;
         for (const auto& h : m.config().heads) n.push_back(h.name);
@@ -133,14 +136,14 @@ stored pipeline and returns each head's output in user units.)pbdoc")
                }
              }
              load_state(m.impl()->net, st);
+             m.impl()->weights_changed();
            }, py::arg("state"), "Replace weights (names, shapes and types must match the architecture).")
       .def("forward", [](const Model& m, const py::object& x) {
              torch::Tensor t = input_tensor(x);
              MultiTaskNetImpl::Output o;
              {
                py::gil_scoped_release nogil;
-               c10::InferenceMode guard;
-               o = m.impl()->net->forward(t);
+               o = m.impl()->infer(t);
              }
              py::dict d;
              for (auto& [name, v] : o.heads) d[py::str(name)] = to_numpy(v);

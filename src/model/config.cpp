@@ -121,6 +121,11 @@ void ModelConfig::validate() const {
   }
   if (e.norm != "batch" && e.norm != "instance" && e.norm != "group")
     throw InvalidArgument("encoder.norm must be batch, instance or group, got '" + e.norm + "'");
+  if (e.norm == "group")
+    for (int c : e.stage_channels())
+      if (c >= 8 && c % 8 != 0)
+        throw InvalidArgument("encoder.norm 'group' uses 8 groups: every stage's channels (width, 2 width, 4 width, 8 width) "
+                              "must be below 8 or a multiple of 8; width " + std::to_string(e.width) + " gives " + std::to_string(c));
   if (heads.empty()) throw InvalidArgument("a model needs at least one head");
   std::set<std::string> names;
   for (const HeadConfig& h : heads) {

@@ -78,7 +78,12 @@ public:
     torch::Tensor ok = torch::isfinite(y);
     const int64_t n = ok.sum().item<int64_t>();
     if (n == 0) return {0 * out.sum(), 0};
-    torch::Tensor z = (forward_transform(y.index({ok})) - mean_) / sd_;
+    torch::Tensor yv = y.index({ok});
+    if (transform_ == "log1p" && (yv <= -1).any().item<bool>())
+      throw InvalidArgument("head '" + config_.name + "': log1p transform needs labels > -1");
+    if (transform_ == "sqrt" && (yv < 0).any().item<bool>())
+      throw InvalidArgument("head '" + config_.name + "': sqrt transform needs labels >= 0");
+    torch::Tensor z = (forward_transform(yv) - mean_) / sd_;
     torch::Tensor p = out.index({ok});
     return {loss_ == "mse" ? F::mse_loss(p, z) : F::smooth_l1_loss(p, z), n};
   }
@@ -161,7 +166,7 @@ public:
       throw InvalidArgument("head '" + config_.name + "': a label is >= the number of classes (" +
                             std::to_string(classes_.size()) + ")");
     auto opts = F::CrossEntropyFuncOptions();
-    if (weights_.defined()) opts.weight(weights_);
+    if (weights_.defined()) opts.weight(weights_.to(out.device()));
     return {F::cross_entropy(out.index({ok}), y.index({ok}), opts), n};
   }
   torch::Tensor to_user(const torch::Tensor& out) const override { return torch::softmax(out, 1); }
@@ -226,6 +231,7 @@ public:
     const int64_t ch = param<int64_t>(c, "channels", 16);
     dice_weight_ = param<double>(c, "dice_weight", 1.0);
     if (ch < 1 || ch > 1024) throw InvalidArgument("head '" + c.name + "': channels must be in [1, 1024]");
+    if (ch >= 8 && ch % 8 != 0) throw InvalidArgument("head '" + c.name + "': channels must be below 8 or a multiple of 8 (GroupNorm)");
     const std::vector<int> in = e.stage_channels();
     for (std::size_t s = 0; s < in.size(); ++s)
       lateral_.push_back(register_module("lateral" + std::to_string(s),

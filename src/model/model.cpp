@@ -178,6 +178,7 @@ void Model::set_state(const std::vector<NamedArray>& state) {
     }
   }
   load_state(impl_->net, ts);
+  impl_->weights_changed();
 }
 
 // ---- model file --------------------------------------------------------------------------
@@ -374,6 +375,26 @@ Prediction Model::Impl::decode(const MultiTaskNetImpl::Output& out, std::int64_t
   return p;
 }
 
+std::shared_ptr<const FastEncoder> Model::Impl::fast_encoder() const {
+  MultiTaskNet n = net;  // a handle on the same module (this is const)
+  if (!fast_inference || !FastEncoder::supported(n->config().encoder)) return nullptr;
+  std::lock_guard<std::mutex> lock(fast_mutex_);
+  if (!fast_) fast_ = std::make_shared<FastEncoder>(n->encoder());
+  return fast_;
+}
+
+void Model::Impl::weights_changed() {
+  std::lock_guard<std::mutex> lock(fast_mutex_);
+  fast_.reset();
+}
+
+MultiTaskNetImpl::Output Model::Impl::infer(const torch::Tensor& x) const {
+  c10::InferenceMode guard;
+  MultiTaskNet n = net;
+  if (auto fast = fast_encoder()) return n->forward_heads(fast->forward(x), x);
+  return n->forward(x);
+}
+
 Prediction Model::predict(const Volume<float>& scan) const { return predict(std::vector<Volume<float>>{scan}, 1).at(0); }
 
 std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, int batch_size) const {
@@ -391,8 +412,7 @@ std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, 
       prs.push_back(std::move(pr));
       idx.push_back(s);
     }
-    c10::InferenceMode guard;
-    MultiTaskNetImpl::Output o = impl_->net->forward(xs.size() == 1 ? xs[0] : torch::cat(xs, 0));
+    MultiTaskNetImpl::Output o = impl_->infer(xs.size() == 1 ? xs[0] : torch::cat(xs, 0));
     for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
   }
   return out;

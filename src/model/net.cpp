@@ -121,8 +121,12 @@ MultiTaskNetImpl::MultiTaskNetImpl(const ModelConfig& config) : config_(config) 
 }
 
 MultiTaskNetImpl::Output MultiTaskNetImpl::forward(const torch::Tensor& x, const std::vector<std::string>& only) {
+  return forward_heads(encoder_->forward(x), x, only);
+}
+
+MultiTaskNetImpl::Output MultiTaskNetImpl::forward_heads(Stages stages, const torch::Tensor& x, const std::vector<std::string>& only) {
   Output o;
-  o.stages = encoder_->forward(x);
+  o.stages = std::move(stages);
   for (auto& h : heads_) {
     const std::string& name = h->config().name;
     if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
@@ -208,6 +212,78 @@ void load_state(MultiTaskNet& net, const std::vector<std::pair<std::string, torc
   }
   for (const auto& [name, t] : want)
     if (!seen.count(name)) throw FormatError("model weights: tensor '" + name + "' is missing");
+}
+
+}  // namespace ichkit::model
+
+// ---- FastEncoder -------------------------------------------------------------------------
+
+namespace ichkit::model {
+
+bool FastEncoder::supported(const EncoderConfig& c) { return c.norm == "batch" && at::hasMKLDNN(); }
+
+FastEncoder::FastEncoder(ResNet3d& encoder) {
+  const EncoderConfig& c = encoder->config();
+  if (!supported(c)) throw InvalidArgument("FastEncoder: needs a batch-norm encoder and LibTorch with oneDNN");
+  std::map<std::string, torch::Tensor> p;
+  for (const auto& t : encoder->named_parameters(true)) p[t.key()] = t.value().detach();
+  for (const auto& t : encoder->named_buffers(true)) p[t.key()] = t.value().detach();
+  auto at = [&](const std::string& k) -> torch::Tensor {
+    auto it = p.find(k);
+    if (it == p.end()) throw InvalidArgument("FastEncoder: no tensor '" + k + "'");
+    return it->second;
+  };
+  // conv (no bias) followed by eval BatchNorm = conv with weight w * g / sqrt(v + eps) and
+  // bias beta - mean * g / sqrt(v + eps)
+  auto fold = [&](const std::string& conv, const std::string& bn, std::vector<int64_t> stride) {
+    torch::NoGradGuard ng;
+    torch::Tensor w = at(conv + ".weight").to(torch::kFloat32);
+    torch::Tensor scale = at(bn + ".weight") / torch::sqrt(at(bn + ".running_var") + 1e-5);
+    Conv out;
+    torch::Tensor wf = (w * scale.view({-1, 1, 1, 1, 1})).contiguous();
+    out.bias = (at(bn + ".bias") - at(bn + ".running_mean") * scale).contiguous();
+    out.stride = std::move(stride);
+    out.padding = {wf.size(2) / 2, wf.size(3) / 2, wf.size(4) / 2};
+    out.weight = at::mkldnn_reorder_conv3d_weight(wf.to_mkldnn(), out.padding, out.stride, {1, 1, 1}, 1);
+    return out;
+  };
+  stem_ = fold("stem.0", "stem.1", {c.stem_stride[0], c.stem_stride[1], c.stem_stride[2]});
+  pool_ = c.stem_pool;
+  const std::vector<int> blocks = blocks_per_stage(c.depth);
+  for (int s = 0; s < 4; ++s) {
+    std::vector<Block> layer;
+    for (int b = 0; b < blocks[s]; ++b) {
+      const std::string pre = "layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".";
+      const int64_t st = (s > 0 && b == 0) ? 2 : 1;
+      Block blk;
+      blk.conv1 = fold(pre + "conv1", pre + "bn1", {st, st, st});
+      blk.conv2 = fold(pre + "conv2", pre + "bn2", {1, 1, 1});
+      blk.has_down = p.count(pre + "downsample.0.weight") > 0;
+      if (blk.has_down) blk.down = fold(pre + "downsample.0", pre + "downsample.1", {st, st, st});
+      layer.push_back(std::move(blk));
+    }
+    layers_.push_back(std::move(layer));
+  }
+}
+
+Stages FastEncoder::forward(const torch::Tensor& x) const {
+  auto conv = [](const torch::Tensor& in, const Conv& cv) {
+    return at::mkldnn_convolution(in, cv.weight, cv.bias, cv.padding, cv.stride, {1, 1, 1}, 1);
+  };
+  Stages s;
+  torch::Tensor y = torch::relu(conv(x.contiguous().to_mkldnn(), stem_));
+  s.maps.push_back(y.to_dense());
+  if (pool_) y = at::mkldnn_max_pool3d(y, {3, 3, 3}, {1, 2, 2}, {1, 1, 1});
+  for (const auto& layer : layers_) {
+    for (const Block& b : layer) {
+      torch::Tensor h = torch::relu(conv(y, b.conv1));
+      h = conv(h, b.conv2);
+      h = torch::relu(h + (b.has_down ? conv(y, b.down) : y));
+      y = h;
+    }
+    s.maps.push_back(y.to_dense());
+  }
+  return s;
 }
 
 }  // namespace ichkit::model

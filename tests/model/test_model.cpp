@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "ichkit/core/error.h"
+#include "ichkit/model/detail/impl.h"
 #include "ichkit/model/model.h"
 #include "ichkit/phantom/phantom.h"
 #include "test_common.h"
@@ -162,4 +163,41 @@ TEST_CASE("model: concurrent predict calls on one model give the serial result")
   for (int t = 0; t < 4; ++t) ts.emplace_back([&, t] { got[t] = m.predict(scan())["volume"].value; });
   for (auto& t : ts) t.join();
   for (double g : got) CHECK(g == want);
+}
+
+TEST_CASE("model: the oneDNN fast path (BatchNorm folded) equals the plain module") {
+  Model m(small_config(), 21);
+  // non-trivial BatchNorm statistics, so folding is really exercised
+  {
+    torch::NoGradGuard ng;
+    torch::manual_seed(4);
+    for (const auto& b : m.impl()->net->named_buffers(true)) {
+      if (b.key().find("running_mean") != std::string::npos) b.value().normal_(0, 0.2);
+      if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+    }
+    for (const auto& p : m.impl()->net->named_parameters(true))
+      if (p.key().find(".bn") != std::string::npos || p.key().find("stem.1") != std::string::npos) p.value().uniform_(0.5, 1.5);
+    m.impl()->weights_changed();
+  }
+  REQUIRE(FastEncoder::supported(m.config().encoder));
+  m.impl()->fast_inference = true;
+  Prediction fast = m.predict(scan());
+  m.impl()->fast_inference = false;
+  Prediction plain = m.predict(scan());
+  CHECK(fast["volume"].value == doctest::Approx(plain["volume"].value).epsilon(1e-4));
+  CHECK(fast["prognosis"].probabilities[1] == doctest::Approx(plain["prognosis"].probabilities[1]).epsilon(1e-4));
+  float worst = 0;
+  for (std::size_t x = 0; x < fast["seg"].probability.size(); ++x)
+    worst = std::max(worst, std::abs(fast["seg"].probability.data()[x] - plain["seg"].probability.data()[x]));
+  CHECK(worst < 1e-4f);
+  // and the stage maps themselves
+  torch::Tensor x = torch::randn({2, 3, 16, 48, 48});
+  c10::InferenceMode guard;
+  m.impl()->net->eval();
+  Stages a = m.impl()->net->encoder()->forward(x);
+  Stages b = FastEncoder(m.impl()->net->encoder()).forward(x);
+  for (std::size_t s = 0; s < a.maps.size(); ++s) {
+    const double scale = a.maps[s].abs().max().item<double>();
+    CHECK((a.maps[s] - b.maps[s]).abs().max().item<double>() < 1e-4 * std::max(1.0, scale));
+  }
 }

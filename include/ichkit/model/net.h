@@ -115,6 +115,8 @@ public:
   };
   /// Forward through the encoder and the heads named in `only` (all when empty).
   Output forward(const torch::Tensor& x, const std::vector<std::string>& only = {});
+  /// The heads on stage maps computed elsewhere (e.g. by a FastEncoder); x gives the input size.
+  Output forward_heads(Stages stages, const torch::Tensor& x, const std::vector<std::string>& only = {});
 
   /// The weighted multi-task loss over the heads that have targets in `targets`. With
   /// "uncertainty" weighting: sum_i exp(-s_i) L_i + s_i with learned s_i (Kendall et al.
@@ -139,10 +141,31 @@ private:
 };
 TORCH_MODULE(MultiTaskNet);
 
-/// Fold every BatchNorm into the preceding convolution / keep the inference graph lean:
-/// a copy of `net` for inference (eval mode, no autograd state needed for parameters).
-/// Used by Model::predict; gradients still flow to activations (Grad-CAM).
-void prepare_for_inference(MultiTaskNet& net);
+/// Inference-only copy of a trained encoder on oneDNN's fast path: every BatchNorm folded into
+/// its convolution (eval statistics), weights pre-packed for oneDNN, activations kept in
+/// oneDNN's blocked layout from layer to layer - what a traced and frozen TorchScript model
+/// does, without TorchScript. Batch-norm encoders only (see supported()); stage maps come back
+/// as ordinary dense tensors. A snapshot: rebuild it after the weights change. No autograd
+/// (Grad-CAM uses the module itself).
+class FastEncoder {
+public:
+  static bool supported(const EncoderConfig& config);
+  explicit FastEncoder(ResNet3d& encoder);
+  Stages forward(const torch::Tensor& x) const;
+
+private:
+  struct Conv {
+    torch::Tensor weight, bias;  ///< packed oneDNN weight, dense bias
+    std::vector<int64_t> stride, padding;
+  };
+  struct Block {
+    Conv conv1, conv2, down;
+    bool has_down = false;
+  };
+  Conv stem_;
+  bool pool_ = true;
+  std::vector<std::vector<Block>> layers_;
+};
 
 /// Name -> tensor of every parameter and buffer (the model file's content).
 std::vector<std::pair<std::string, torch::Tensor>> named_state(MultiTaskNet& net);

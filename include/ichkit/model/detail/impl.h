@@ -13,6 +13,20 @@ struct Model::Impl {
   MultiTaskNet net{nullptr};
   preprocess::Pipeline pipeline;
   nlohmann::json metadata = nlohmann::json::object();
+  bool fast_inference = true;  ///< predict through a FastEncoder when the encoder allows it
+
+  /// The FastEncoder snapshot of the current weights (built on first use), or nullptr when
+  /// fast inference is off or unsupported.
+  std::shared_ptr<const FastEncoder> fast_encoder() const;
+  /// Forget the snapshot (call after the weights change).
+  void weights_changed();
+  /// Eval-mode forward of a batch through the fastest available path.
+  MultiTaskNetImpl::Output infer(const torch::Tensor& x) const;
+
+private:
+  mutable std::mutex fast_mutex_;
+  mutable std::shared_ptr<const FastEncoder> fast_;
+public:
 
   /// Network input for one scan: (1, C, D, H, W) float32 and the pipeline result (for the
   /// way back to the scan grid).
