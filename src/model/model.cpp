@@ -15,13 +15,14 @@
 #include "ichkit/io/atomic_file.h"
 #include "ichkit/model/detail/impl.h"
 #include "ichkit/model/metrics.h"
+#include "bundle.h"
 
 namespace ichkit::model {
 namespace {
 using json = nlohmann::json;
 
-constexpr char kMagic[8] = {'I', 'C', 'H', 'K', 'I', 'T', 'M', 'F'};
-constexpr char kEnd[8] = {'I', 'C', 'H', 'K', 'E', 'N', 'D', '\n'};
+constexpr char kMagic[9] = "ICHKITMF";
+constexpr char kEnd[9] = "ICHKEND\n";
 constexpr std::size_t kAlign = 64;
 
 /// Deterministic initialisation from a seed without touching LibTorch's global generator:
@@ -181,31 +182,30 @@ void Model::set_state(const std::vector<NamedArray>& state) {
   impl_->weights_changed();
 }
 
-// ---- model file --------------------------------------------------------------------------
+// ---- container (model files and checkpoints) ------------------------------------------
 
-std::string Model::to_bytes() const {
+namespace detail {
+
+std::string write_bundle(const char (&magic)[9], std::uint32_t ver, json header, const NamedTensors& named) {
   json tensors = json::array();
   std::string data;
-  for (auto& [name, t0] : named_state(impl_->net)) {
+  for (const auto& [name, t0] : named) {
     torch::Tensor t = t0.detach().contiguous().cpu();
     std::string dtype;
     if (t.scalar_type() == torch::kFloat32) dtype = "float32";
     else if (t.scalar_type() == torch::kInt64) dtype = "int64";
-    else throw InvalidArgument("model file: tensor '" + name + "' has an unsupported type");
+    else throw InvalidArgument("tensor '" + name + "' has an unsupported type (float32 and int64 only)");
     data.resize((data.size() + kAlign - 1) / kAlign * kAlign, '\0');
     const std::size_t bytes = static_cast<std::size_t>(t.numel()) * t.element_size();
     tensors.push_back({{"name", name}, {"dtype", dtype}, {"shape", t.sizes().vec()}, {"offset", data.size()}, {"bytes", bytes}});
     data.append(static_cast<const char*>(t.data_ptr()), bytes);
   }
-  json meta = impl_->metadata;
-  meta["saved"] = now_iso();
-  meta["ichkit_version_saved"] = version();
-  const json header{{"config", config().to_json()}, {"tensors", tensors}, {"metadata", meta}};
+  header["tensors"] = std::move(tensors);
   const std::string h = header.dump();
   std::string out;
   out.reserve(64 + h.size() + data.size());
-  out.append(kMagic, 8);
-  put<std::uint32_t>(out, kModelFormatVersion);
+  out.append(magic, 8);
+  put<std::uint32_t>(out, ver);
   put<std::uint32_t>(out, 0);
   put<std::uint64_t>(out, h.size());
   out += h;
@@ -214,6 +214,94 @@ std::string Model::to_bytes() const {
   put<std::uint32_t>(out, crc(out.data(), out.size()));
   out.append(kEnd, 8);
   return out;
+}
+
+Bundle read_bundle(const std::string& s, const char (&magic)[9], std::uint32_t want, const std::string& what) {
+  if (s.size() < 8 || std::memcmp(s.data(), magic, 8) != 0) throw FormatError("not an ichkit " + what + " (bad magic)");
+  std::size_t pos = 8;
+  const auto ver = take<std::uint32_t>(s, pos, "version");
+  if (ver != want)
+    throw FormatError(what + " format version " + std::to_string(ver) + " is not supported (this ichkit reads version " +
+                      std::to_string(want) + "); upgrade ichkit or re-export the file");
+  (void)take<std::uint32_t>(s, pos, "header");
+  const auto hlen = take<std::uint64_t>(s, pos, "header length");
+  if (hlen > s.size() - pos) throw FormatError(what + ": truncated (header of " + std::to_string(hlen) + " bytes)");
+  const std::string htext = s.substr(pos, hlen);
+  pos += hlen;
+  const auto dlen = take<std::uint64_t>(s, pos, "data length");
+  if (dlen > s.size() - pos) throw FormatError(what + ": truncated (data of " + std::to_string(dlen) + " bytes)");
+  const std::size_t data_pos = pos;
+  pos += dlen;
+  const std::size_t crc_pos = pos;
+  const auto stored = take<std::uint32_t>(s, pos, "checksum");
+  if (s.size() - pos < 8 || std::memcmp(s.data() + pos, kEnd, 8) != 0) throw FormatError(what + ": truncated (no end marker)");
+  if (s.size() - pos != 8) throw FormatError(what + ": " + std::to_string(s.size() - pos - 8) + " unexpected bytes after the end marker");
+  if (crc(s.data(), crc_pos) != stored) throw FormatError(what + ": checksum mismatch (the file is corrupt)");
+
+  Bundle b;
+  try {
+    b.header = json::parse(htext);
+  } catch (const json::exception& e) {
+    throw FormatError(what + ": header is not valid JSON: " + e.what());
+  }
+  if (!b.header.is_object() || !b.header.contains("tensors") || !b.header.at("tensors").is_array())
+    throw FormatError(what + ": header lacks the tensor list");
+  for (const json& t : b.header.at("tensors")) {
+    std::string name, dtype;
+    std::vector<int64_t> shape;
+    std::uint64_t offset = 0, bytes = 0;
+    try {
+      name = t.at("name").get<std::string>();
+      dtype = t.at("dtype").get<std::string>();
+      shape = t.at("shape").get<std::vector<int64_t>>();
+      offset = t.at("offset").get<std::uint64_t>();
+      bytes = t.at("bytes").get<std::uint64_t>();
+    } catch (const json::exception& e) {
+      throw FormatError(what + ": malformed tensor entry: " + e.what());
+    }
+    const std::size_t esize = dtype == "float32" ? 4 : dtype == "int64" ? 8 : 0;
+    if (esize == 0) throw FormatError(what + ": tensor '" + name + "' has unknown dtype '" + dtype + "'");
+    std::uint64_t n = 1;
+    for (int64_t d : shape) {
+      if (d < 0 || d > (int64_t(1) << 40) || (d > 0 && n > (std::uint64_t(1) << 40) / static_cast<std::uint64_t>(d)))
+        throw FormatError(what + ": tensor '" + name + "' has an impossible shape");
+      n *= static_cast<std::uint64_t>(d);
+    }
+    if (n * esize != bytes) throw FormatError(what + ": tensor '" + name + "' size does not match its shape");
+    if (offset > dlen || bytes > dlen - offset) throw FormatError(what + ": tensor '" + name + "' lies outside the data");
+    torch::Tensor v = torch::empty(shape, esize == 4 ? torch::kFloat32 : torch::kInt64);
+    std::memcpy(v.data_ptr(), s.data() + data_pos + offset, bytes);
+    if (esize == 4 && !torch::isfinite(v).all().item<bool>())
+      throw FormatError(what + ": tensor '" + name + "' holds NaN or infinite values");
+    b.tensors.emplace_back(name, v);
+  }
+  return b;
+}
+
+std::string read_file(const std::string& path, std::uint64_t max_bytes, const std::string& what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw IoError("cannot open " + what + " '" + path + "'");
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 0) throw IoError("cannot read " + what + " '" + path + "'");
+  if (static_cast<std::uint64_t>(size) > max_bytes)
+    throw ResourceError(what + " '" + path + "' has " + std::to_string(size) + " bytes, over the limit of " + std::to_string(max_bytes));
+  f.seekg(0);
+  std::string bytes(static_cast<std::size_t>(size), '\0');
+  if (!f.read(bytes.data(), size)) throw IoError("cannot read " + what + " '" + path + "'");
+  return bytes;
+}
+
+}  // namespace detail
+
+// ---- model file --------------------------------------------------------------------------
+
+std::string Model::to_bytes() const {
+  json meta = impl_->metadata;
+  meta["saved"] = now_iso();
+  meta["ichkit_version_saved"] = version();
+  return detail::write_bundle(kMagic, kModelFormatVersion, json{{"config", config().to_json()}, {"metadata", meta}},
+                              named_state(impl_->net));
 }
 
 void Model::save(const std::string& path) const {
@@ -226,36 +314,9 @@ void Model::save(const std::string& path) const {
 Model Model::from_bytes(const std::string& s, const LoadOptions& options) {
   if (s.size() > options.max_bytes)
     throw ResourceError("model file: " + std::to_string(s.size()) + " bytes is over the limit of " + std::to_string(options.max_bytes));
-  if (s.size() < 8 || std::memcmp(s.data(), kMagic, 8) != 0) throw FormatError("not an ichkit model file (bad magic)");
-  std::size_t pos = 8;
-  const auto ver = take<std::uint32_t>(s, pos, "version");
-  if (ver != kModelFormatVersion)
-    throw FormatError("model file format version " + std::to_string(ver) + " is not supported (this ichkit reads version " +
-                      std::to_string(kModelFormatVersion) + "); upgrade ichkit or re-export the model");
-  (void)take<std::uint32_t>(s, pos, "header");
-  const auto hlen = take<std::uint64_t>(s, pos, "header length");
-  if (hlen > s.size() - pos) throw FormatError("model file: truncated (header of " + std::to_string(hlen) + " bytes)");
-  const std::string htext = s.substr(pos, hlen);
-  pos += hlen;
-  const auto dlen = take<std::uint64_t>(s, pos, "data length");
-  if (dlen > s.size() - pos) throw FormatError("model file: truncated (weights of " + std::to_string(dlen) + " bytes)");
-  const std::size_t data_pos = pos;
-  pos += dlen;
-  const std::size_t crc_pos = pos;
-  const auto stored = take<std::uint32_t>(s, pos, "checksum");
-  if (s.size() - pos < 8 || std::memcmp(s.data() + pos, kEnd, 8) != 0) throw FormatError("model file: truncated (no end marker)");
-  if (s.size() - pos != 8) throw FormatError("model file: " + std::to_string(s.size() - pos - 8) + " unexpected bytes after the end marker");
-  if (crc(s.data(), crc_pos) != stored) throw FormatError("model file: checksum mismatch (the file is corrupt)");
-
-  json header;
-  try {
-    header = json::parse(htext);
-  } catch (const json::exception& e) {
-    throw FormatError(std::string("model file: header is not valid JSON: ") + e.what());
-  }
-  if (!header.is_object() || !header.contains("config") || !header.contains("tensors") || !header.at("tensors").is_array())
-    throw FormatError("model file: header lacks config or tensors");
-  ModelConfig cfg = ModelConfig::from_json(header.at("config"));
+  detail::Bundle b = detail::read_bundle(s, kMagic, kModelFormatVersion, "model file");
+  if (!b.header.contains("config")) throw FormatError("model file: header lacks the model config");
+  ModelConfig cfg = ModelConfig::from_json(b.header.at("config"));
   Model m;
   m.impl_ = std::make_shared<Impl>();
   init_runtime();
@@ -266,55 +327,14 @@ Model Model::from_bytes(const std::string& s, const LoadOptions& options) {
   }
   m.impl_->pipeline = cfg.pipeline.is_null() ? preprocess::Pipeline::default_head_ct()
                                              : preprocess::Pipeline::from_json(cfg.pipeline.dump());
-  if (header.contains("metadata") && header.at("metadata").is_object()) m.impl_->metadata = header.at("metadata");
-
-  std::vector<std::pair<std::string, torch::Tensor>> state;
-  for (const json& t : header.at("tensors")) {
-    std::string name, dtype;
-    std::vector<int64_t> shape;
-    std::uint64_t offset = 0, bytes = 0;
-    try {
-      name = t.at("name").get<std::string>();
-      dtype = t.at("dtype").get<std::string>();
-      shape = t.at("shape").get<std::vector<int64_t>>();
-      offset = t.at("offset").get<std::uint64_t>();
-      bytes = t.at("bytes").get<std::uint64_t>();
-    } catch (const json::exception& e) {
-      throw FormatError(std::string("model file: malformed tensor entry: ") + e.what());
-    }
-    const std::size_t esize = dtype == "float32" ? 4 : dtype == "int64" ? 8 : 0;
-    if (esize == 0) throw FormatError("model file: tensor '" + name + "' has unknown dtype '" + dtype + "'");
-    std::uint64_t n = 1;
-    for (int64_t d : shape) {
-      if (d < 0 || d > (int64_t(1) << 40) || (d > 0 && n > (std::uint64_t(1) << 40) / static_cast<std::uint64_t>(d)))
-        throw FormatError("model file: tensor '" + name + "' has an impossible shape");
-      n *= static_cast<std::uint64_t>(d);
-    }
-    if (n * esize != bytes) throw FormatError("model file: tensor '" + name + "' size does not match its shape");
-    if (offset > dlen || bytes > dlen - offset) throw FormatError("model file: tensor '" + name + "' lies outside the data");
-    torch::Tensor v = torch::empty(shape, esize == 4 ? torch::kFloat32 : torch::kInt64);
-    std::memcpy(v.data_ptr(), s.data() + data_pos + offset, bytes);
-    if (esize == 4 && !torch::isfinite(v).all().item<bool>())
-      throw FormatError("model file: tensor '" + name + "' holds NaN or infinite values");
-    state.emplace_back(name, v);
-  }
-  load_state(m.impl_->net, state);
+  if (b.header.contains("metadata") && b.header.at("metadata").is_object()) m.impl_->metadata = b.header.at("metadata");
+  load_state(m.impl_->net, b.tensors);
   m.impl_->net->eval();
   return m;
 }
 
 Model Model::load(const std::string& path, const LoadOptions& options) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw IoError("cannot open model file '" + path + "'");
-  f.seekg(0, std::ios::end);
-  const std::streamoff size = f.tellg();
-  if (size < 0) throw IoError("cannot read model file '" + path + "'");
-  if (static_cast<std::uint64_t>(size) > options.max_bytes)
-    throw ResourceError("model file '" + path + "' has " + std::to_string(size) + " bytes, over the limit of " +
-                        std::to_string(options.max_bytes));
-  f.seekg(0);
-  std::string bytes(static_cast<std::size_t>(size), '\0');
-  if (!f.read(bytes.data(), size)) throw IoError("cannot read model file '" + path + "'");
+  const std::string bytes = detail::read_file(path, options.max_bytes, "model file");
   try {
     return from_bytes(bytes, options);
   } catch (const FormatError& e) {
