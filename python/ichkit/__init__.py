@@ -21,6 +21,7 @@ from ._core import (  # noqa: F401
 from ._core import __version__  # noqa: F401
 from . import io, metrics, model, phantom, preprocess  # noqa: F401
 from .io import list_series, read, read_dicom, read_nifti, write_nifti  # noqa: F401
+from .model import evaluate, train  # noqa: F401
 
 __all__ = [
     "Error",
@@ -31,6 +32,7 @@ __all__ = [
     "ResourceError",
     "Volume",
     "__version__",
+    "evaluate",
     "io",
     "list_series",
     "metrics",
@@ -43,5 +45,6 @@ __all__ = [
     "read_nifti",
     "runtime_info",
     "set_num_threads",
+    "train",
     "write_nifti",
 ]

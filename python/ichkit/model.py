@@ -9,7 +9,7 @@ pipeline they were trained with, in one model file.
 ``ichkit.model.MultiTaskNet`` is the same network in pure PyTorch (same parameter names), for
 experiments in Python; ``MultiTaskNet.from_ichkit(model)`` copies a model's weights into it.
 """
-from ._core.model import Model, default_config, head_types  # noqa: F401
+from ._core.model import Manifest, Model, default_config, evaluate, head_types, patient_folds, train  # noqa: F401
 
 
 def __getattr__(name):
@@ -21,4 +21,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Model", "MultiTaskNet", "default_config", "head_types"]
+__all__ = ["Manifest", "Model", "MultiTaskNet", "default_config", "evaluate", "head_types", "patient_folds", "train"]

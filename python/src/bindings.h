@@ -16,6 +16,7 @@ void bind_phantom(py::module_& m);
 void bind_preprocess(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_model(py::module_& m);
+void bind_training(py::module_& m);
 
 /// Wrap a C++ volume as the Python `ichkit.Volume` (shares the buffer).
 py::object wrap(AnyVolume v);

@@ -14,4 +14,5 @@ Use the `ichkit` package, which re-exports this module.)pbdoc";
   ichkit::python::bind_preprocess(m);
   ichkit::python::bind_metrics(m);
   ichkit::python::bind_model(m);
+  ichkit::python::bind_training(m);
 }

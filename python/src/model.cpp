@@ -190,3 +190,111 @@ the regression output in user units, the most probable class index, or the mask 
 }
 
 }  // namespace ichkit::python
+
+// ---- training ----------------------------------------------------------------------------
+#include "ichkit/model/train.h"
+
+namespace ichkit::python {
+namespace {
+
+model::TrainOptions train_options(const py::dict& d) {
+  model::TrainOptions o;
+  for (auto item : d) {
+    const std::string k = py::str(item.first);
+    const py::handle v = item.second;
+    if (k == "mode") o.mode = v.cast<std::string>();
+    else if (k == "task") o.task = v.cast<std::string>();
+    else if (k == "epochs") o.epochs = v.cast<int>();
+    else if (k == "head_epochs") o.head_epochs = v.cast<int>();
+    else if (k == "batch_size") o.batch_size = v.cast<int>();
+    else if (k == "lr") o.lr = v.cast<double>();
+    else if (k == "head_lr") o.head_lr = v.cast<double>();
+    else if (k == "weight_decay") o.weight_decay = v.cast<double>();
+    else if (k == "warmup_epochs") o.warmup_epochs = v.cast<double>();
+    else if (k == "grad_clip") o.grad_clip = v.cast<double>();
+    else if (k == "patience") o.patience = v.cast<int>();
+    else if (k == "seed") o.seed = v.cast<std::uint64_t>();
+    else if (k == "cache_dir") o.cache_dir = v.cast<std::string>();
+    else if (k == "checkpoint") o.checkpoint = v.cast<std::string>();
+    else if (k == "prefetch") o.prefetch = v.cast<int>();
+    else if (k == "augment") {
+      if (v.is_none() || (py::isinstance<py::bool_>(v) && !v.cast<bool>())) {
+        o.augment.enabled = false;
+        continue;
+      }
+      if (py::isinstance<py::bool_>(v)) continue;
+      for (auto a : v.cast<py::dict>()) {
+        const std::string ak = py::str(a.first);
+        if (ak == "flip_lr") o.augment.flip_lr = a.second.cast<bool>();
+        else if (ak == "rotate_deg") o.augment.rotate_deg = a.second.cast<double>();
+        else if (ak == "scale") o.augment.scale = a.second.cast<double>();
+        else if (ak == "intensity") o.augment.intensity = a.second.cast<double>();
+        else if (ak == "noise") o.augment.noise = a.second.cast<double>();
+        else if (ak == "enabled") o.augment.enabled = a.second.cast<bool>();
+        else throw InvalidArgument("unknown augmentation option '" + ak + "'");
+      }
+    } else {
+      throw InvalidArgument("unknown training option '" + k + "'");
+    }
+  }
+  return o;
+}
+
+model::Manifest as_manifest(const py::object& m) {
+  if (py::isinstance<py::str>(m)) return model::Manifest::read(m.cast<std::string>());
+  return m.cast<model::Manifest>();
+}
+
+}  // namespace
+
+void bind_training(py::module_& root) {
+  py::module_ m = root.attr("model").cast<py::module_>();
+  py::class_<model::Manifest>(m, "Manifest", "Cases of a manifest CSV (image, optional mask, label columns).")
+      .def_static("read", &model::Manifest::read, py::arg("path"))
+      .def("subset", &model::Manifest::subset, py::arg("index"))
+      .def_readonly("columns", &model::Manifest::columns)
+      .def_property_readonly("ids", [](const model::Manifest& mf) {
+        std::vector<std::string> ids;
+        for (const auto& c : mf.cases) ids.push_back(c.id);
+        return ids;
+      })
+      .def("__len__", [](const model::Manifest& mf) { return mf.cases.size(); });
+  m.def("patient_folds", &model::patient_folds, py::arg("manifest"), py::arg("k"), py::arg("seed") = 0,
+        "K folds of case indices with no patient in two folds.");
+  m.def("train", [](const py::dict& config, const py::object& train_m, const py::object& val_m, const py::dict& options,
+                    const py::object& progress) {
+          model::ModelConfig cfg = model::ModelConfig::from_json(from_py(config));
+          model::Manifest tr = as_manifest(train_m);
+          model::Manifest va = val_m.is_none() ? model::Manifest{} : as_manifest(val_m);
+          model::TrainOptions o = train_options(options);
+          std::unique_ptr<PyProgress> bar;
+          if (!progress.is_none()) {
+            bar = std::make_unique<PyProgress>(progress);
+            o.progress = bar.get();
+          }
+          model::TrainResult r = [&] {
+            py::gil_scoped_release nogil;
+            return model::train(cfg, tr, va, o);
+          }();
+          return py::make_tuple(r.model, to_py(r.summary));
+        },
+        py::arg("config"), py::arg("train"), py::arg("validation") = py::none(), py::arg("options") = py::dict(),
+        py::arg("progress") = py::none(),
+        R"pbdoc(Train a model of `config` (dict) on a manifest (path or Manifest); returns (Model, summary).
+options: mode (joint | two-stage | single-task), task, epochs, head_epochs, batch_size, lr, head_lr,
+weight_decay, warmup_epochs, grad_clip, patience, seed, augment (dict or False), cache_dir,
+checkpoint, prefetch. progress: a tqdm-like class or factory.)pbdoc");
+  m.def("evaluate", [](const model::Model& mdl, const py::object& manifest) {
+          model::Manifest mf = as_manifest(manifest);
+          model::Evaluation ev = [&] {
+            py::gil_scoped_release nogil;
+            return model::evaluate(mdl, mf);
+          }();
+          py::list rows;
+          for (const auto& r : ev.rows) rows.append(to_py(r));
+          return py::make_tuple(to_py(ev.metrics), rows);
+        },
+        py::arg("model"), py::arg("manifest"), "Metrics per head and one row per case: (metrics, rows).");
+}
+
+}  // namespace ichkit::python
