@@ -86,6 +86,9 @@ int main(int argc, char** argv) {
   commands.push_back({"info", add_info(app, g)});
   commands.push_back({"convert", add_convert(app, g)});
   commands.push_back({"phantom", add_phantom(app, g)});
+  commands.push_back({"train", add_train(app, g)});
+  commands.push_back({"evaluate", add_evaluate(app, g)});
+  commands.push_back({"predict", add_predict(app, g)});
 
   try {
     app.parse(argc, argv);

@@ -173,9 +173,10 @@ Pipeline Pipeline::from_json(const std::string& text) {
       } else if (op == "clip") {
         p.clip(number(s, "min", 0, true), number(s, "max", 0, true));
       } else if (op == "window") {
-        std::vector<Window> ws;
-        if (!s.contains("windows") || !s["windows"].is_array()) throw FormatError("window step needs 'windows'");
-        for (const auto& w : s["windows"]) {
+        // no "windows": the default brain / subdural / bone stack
+        std::vector<Window> ws = s.contains("windows") ? std::vector<Window>{} : default_windows();
+        if (s.contains("windows") && !s["windows"].is_array()) throw FormatError("window step: 'windows' must be a list of [level, width]");
+        for (const auto& w : s.contains("windows") ? s["windows"] : json::array()) {
           if (!w.is_array() || w.size() != 2 || !w[0].is_number() || !w[1].is_number())
             throw FormatError("each window is [level, width]");
           ws.push_back({w[0].get<double>(), w[1].get<double>()});

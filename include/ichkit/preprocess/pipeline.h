@@ -10,7 +10,8 @@
 ///   {"op": "window", "windows": [[40, 80], [80, 200], [600, 2800]]}]}
 /// Ops: reorient(code), resample_to_spacing(spacing, interp), resample_to_shape(shape, interp),
 /// crop_to_foreground(threshold, margin_mm), center_crop_or_pad(shape, fill), skull_strip(fill),
-/// clip(min, max), window(windows, out_min, out_max) - `window` must be last.
+/// clip(min, max), window(windows, out_min, out_max) - `window` must be last; without
+/// "windows" it stacks the default brain / subdural / bone windows.
 #include <string>
 #include <vector>
 

@@ -1,0 +1,93 @@
+"""`ichkit train`, `ichkit evaluate`, `ichkit predict`: files written, numbers consistent with
+the Python API, exit codes (0 ok, 1 failure, 2 usage) and one-line errors."""
+import csv
+import json
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import ichkit
+
+CONFIG = {
+    "encoder": {"depth": 10, "width": 4},
+    "heads": [{"name": "volume", "type": "regression", "target": "volume_ml", "params": {"transform": "log1p"}},
+              {"name": "prognosis", "type": "classification", "target": "outcome", "params": {"classes": ["good", "poor"]}},
+              {"name": "seg", "type": "segmentation", "target": "mask", "params": {"channels": 4}}],
+    "pipeline": {"version": 1, "steps": [
+        {"op": "reorient", "code": "RAS"}, {"op": "resample_to_spacing", "spacing": [6, 6, 20], "interp": "linear"},
+        {"op": "center_crop_or_pad", "shape": [32, 32, 8], "fill": -1024}, {"op": "window"}]},
+}
+
+
+def run(cli, *args):
+    return subprocess.run([cli, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def work(cli, tmp_path_factory):
+    d = tmp_path_factory.mktemp("clim")
+    r = run(cli, "--quiet", "phantom", "--n", "10", "--out", str(d / "c"), "--seed", "2", "--shape", "64", "64", "8",
+            "--spacing", "3.6", "3.6", "20", "--uncompressed")
+    assert r.returncode == 0, r.stderr
+    (d / "cfg.json").write_text(json.dumps(CONFIG))
+    r = run(cli, "--quiet", "train", "--config", str(d / "cfg.json"), "--manifest", str(d / "c" / "manifest.csv"),
+            "--out", str(d / "m.ichkit"), "--epochs", "2", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_train_writes_a_loadable_model(work):
+    m = ichkit.model.Model.load(str(work / "m.ichkit"))
+    assert m.head_names == ["volume", "prognosis", "seg"]
+    assert len(m.metadata["training"]["history"]) == 2
+
+
+def test_evaluate_writes_metrics_and_rows(cli, work):
+    out = work / "ev"
+    r = run(cli, "--quiet", "evaluate", "--model", str(work / "m.ichkit"), "--manifest", str(work / "c" / "manifest.csv"),
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10
+    truth = np.array([float(x["volume_ml"]) for x in rows])
+    pred = np.array([float(x["volume"]) for x in rows])
+    assert metrics["volume"]["mae"] == pytest.approx(np.mean(np.abs(truth - pred)), rel=1e-6)
+    # the same numbers as the Python API
+    api_metrics, _ = ichkit.evaluate(ichkit.model.Model.load(str(work / "m.ichkit")), str(work / "c" / "manifest.csv"))
+    assert api_metrics["volume"]["mae"] == pytest.approx(metrics["volume"]["mae"], rel=1e-12)
+
+
+def test_predict_prints_writes_and_keeps_geometry(cli, work):
+    img = work / "c" / "images" / "case_0003.nii"
+    r = run(cli, "predict", "--model", str(work / "m.ichkit"), str(img), "--out", str(work / "pr"), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    api = ichkit.model.Model.load(str(work / "m.ichkit")).predict(ichkit.read(str(img)))
+    assert rows[0]["volume"] == pytest.approx(api["volume"]["value"], rel=1e-6)
+    assert rows[0]["prognosis_p_poor"] == pytest.approx(api["prognosis"]["probability"]["poor"], rel=1e-6)
+    mask = nib.load(rows[0]["seg_mask"])
+    ref = nib.load(str(img))
+    assert mask.shape == ref.shape
+    np.testing.assert_allclose(mask.affine, ref.affine, atol=1e-5)
+    assert json.loads((work / "pr" / "predictions.json").read_text())[0]["scan"] == str(img)
+    r = run(cli, "predict", "--model", str(work / "m.ichkit"), str(img))
+    assert r.returncode == 0 and "volume" in r.stdout
+
+
+def test_errors_and_usage(cli, work, tmp_path):
+    bad = tmp_path / "bad.ichkit"
+    bad.write_bytes(b"ICHKITMF" + b"\1\0\0\0" + b"\0" * 8)
+    r = run(cli, "predict", "--model", str(bad), str(work / "c" / "images" / "case_0000.nii"))
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "truncated" in r.stderr
+    r = run(cli, "train", "--manifest", str(work / "c" / "manifest.csv"))  # --out missing
+    assert r.returncode == 2
+    r = run(cli, "train", "--manifest", str(work / "c" / "manifest.csv"), "--out", str(tmp_path / "x"), "--mode", "nope")
+    assert r.returncode == 2
+    for sub in ("train", "evaluate", "predict"):
+        h = run(cli, sub, "--help")
+        assert h.returncode == 0 and "Example" in h.stdout
