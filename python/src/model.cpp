@@ -217,6 +217,10 @@ model::TrainOptions train_options(const py::dict& d) {
     else if (k == "cache_dir") o.cache_dir = v.cast<std::string>();
     else if (k == "checkpoint") o.checkpoint = v.cast<std::string>();
     else if (k == "prefetch") o.prefetch = v.cast<int>();
+    else if (k == "rank") o.distributed.rank = v.cast<int>();
+    else if (k == "world_size") o.distributed.world_size = v.cast<int>();
+    else if (k == "master_addr") o.distributed.master_addr = v.cast<std::string>();
+    else if (k == "master_port") o.distributed.master_port = v.cast<int>();
     else if (k == "augment") {
       if (v.is_none() || (py::isinstance<py::bool_>(v) && !v.cast<bool>())) {
         o.augment.enabled = false;

@@ -61,6 +61,8 @@ struct TrainArgs {
   double lr = 1e-3, val_fraction = 0.2;
   std::uint64_t seed = 0;
   bool no_augment = false, json = false;
+  int rank = 0, world_size = 1, master_port = 29500;
+  std::string master_addr = "127.0.0.1";
 };
 
 struct EvalArgs {
@@ -120,11 +122,16 @@ Runner add_train(CLI::App& app, Globals& g) {
   cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint file, rewritten every epoch; an interrupted run resumes from it");
   cmd->add_option("--cache", a->cache, "Folder for preprocessed inputs (reused across runs)");
   cmd->add_flag("--no-augment", a->no_augment, "Train without augmentation");
+  cmd->add_option("--rank", a->rank, "Data-parallel training: this process's rank (0 hosts the rendezvous)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--world-size", a->world_size, "Data-parallel training: number of processes (Gloo over TCP)")->check(CLI::Range(1, 4096));
+  cmd->add_option("--master-addr", a->master_addr, "Data-parallel training: address of rank 0");
+  cmd->add_option("--master-port", a->master_port, "Data-parallel training: port of rank 0")->check(CLI::Range(1, 65535));
   cmd->add_flag("--json", a->json, "Print the training summary as JSON");
   cmd->footer("Examples:\n  ichkit phantom --n 100 --out cohort --shape 256 256 32 --spacing 0.9 0.9 5\n"
               "  ichkit train --manifest cohort/manifest.csv --out model.ichkit --epochs 20\n"
               "  ichkit train --config cfg.json --manifest cohort/manifest.csv --mode two-stage --out m.ichkit\n"
-              "  ichkit train --manifest cohort/manifest.csv --folds 5 --out cv/");
+              "  ichkit train --manifest cohort/manifest.csv --folds 5 --out cv/\n"
+              "  ichkit train --manifest m.csv --out m.ichkit --world-size 2 --rank 0 &   # and --rank 1 elsewhere");
   return [a, &g]() {
     model::ModelConfig cfg = a->config.empty() ? model::ModelConfig::default_multitask()
                                                : model::ModelConfig::from_json_text(read_text(a->config));
@@ -141,7 +148,12 @@ Runner add_train(CLI::App& app, Globals& g) {
     o.cache_dir = a->cache;
     o.checkpoint = a->checkpoint;
     o.augment.enabled = !a->no_augment;
-    TerminalProgress bar(!g.quiet && !a->json);
+    o.distributed.rank = a->rank;
+    o.distributed.world_size = a->world_size;
+    o.distributed.master_addr = a->master_addr;
+    o.distributed.master_port = a->master_port;
+    if (a->world_size > 1 && a->folds > 0) throw InvalidArgument("--folds and --world-size cannot be combined");
+    TerminalProgress bar(!g.quiet && !a->json && a->rank == 0);
     o.progress = &bar;
     const model::Manifest all = model::Manifest::read(a->manifest);
     if (a->folds > 0) {
@@ -176,6 +188,7 @@ Runner add_train(CLI::App& app, Globals& g) {
     if (!a->validation.empty()) val_m = model::Manifest::read(a->validation);
     else std::tie(train_m, val_m) = split(all, a->val_fraction, a->seed);
     model::TrainResult r = model::train(cfg, train_m, val_m, o);
+    if (a->rank != 0) return 0;  // every rank holds the same weights; rank 0 writes them
     r.model.save(a->out);
     if (a->json) {
       std::cout << r.summary.dump(2) << "\n";

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "bundle.h"
+#include "distributed.h"
 #include "ichkit/core/error.h"
 #include "ichkit/io/atomic_file.h"
 #include "ichkit/io/read.h"
@@ -567,6 +568,11 @@ void validate(const TrainOptions& o) {
   if (!(o.lr > 0) || !(o.head_lr > 0) || !(o.weight_decay >= 0) || !(o.warmup_epochs >= 0) || !(o.grad_clip >= 0))
     throw InvalidArgument("train: lr and head_lr must be > 0; weight_decay, warmup_epochs and grad_clip >= 0");
   if (o.patience < 1) throw InvalidArgument("train: patience must be >= 1");
+  if (o.distributed.world_size < 1 || o.distributed.rank < 0 || o.distributed.rank >= o.distributed.world_size)
+    throw InvalidArgument("train: need 0 <= rank < world_size");
+  if (o.batch_size % o.distributed.world_size != 0)
+    throw InvalidArgument("train: batch_size " + std::to_string(o.batch_size) + " is not divisible by world_size " +
+                          std::to_string(o.distributed.world_size));
 }
 
 }  // namespace
@@ -596,9 +602,18 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
 
   const std::size_t n = train_set.cases.size();
   const std::size_t bs = static_cast<std::size_t>(o.batch_size);
-  // a last batch of one case is dropped (BatchNorm needs two)
+  const int world = o.distributed.world_size, rank = o.distributed.rank;
+  std::unique_ptr<detail::GradientReducer> reducer;
+  if (world > 1)
+    reducer = std::make_unique<detail::GradientReducer>(rank, world, o.distributed.master_addr, o.distributed.master_port,
+                                                        o.distributed.timeout_s);
+  // a last batch of one case is dropped (BatchNorm needs two); data-parallel runs drop an
+  // incomplete last global batch, so every rank gets an equal share
   std::size_t batches = (n + bs - 1) / bs;
-  if (n % bs == 1 && batches > 1) --batches;
+  if (world > 1) batches = n / bs;
+  else if (n % bs == 1 && batches > 1) --batches;
+  if (batches == 0) throw InvalidArgument("train: fewer training cases than one global batch");
+  const std::size_t per_rank = bs / static_cast<std::size_t>(world);
 
   struct Stage {
     std::string name;
@@ -697,7 +712,9 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
             [&](std::size_t b) {
               std::vector<const Case*> cs;
               std::vector<Sample> ss;
-              for (std::size_t q = b * bs; q < std::min(n, (b + 1) * bs); ++q) {
+              const std::size_t first = b * bs + static_cast<std::size_t>(rank) * per_rank;
+              const std::size_t last = world > 1 ? first + per_rank : std::min(n, (b + 1) * bs);
+              for (std::size_t q = first; q < last; ++q) {
                 const Case& c = train_set.cases[order[q]];
                 cs.push_back(&c);
                 ss.push_back(augment(store.get(c), o.augment, mix(ekey, order[q])));
@@ -712,6 +729,11 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
           torch::Tensor loss = net->loss(out, batch.targets, &per);
           opt.zero_grad();
           loss.backward();
+          if (reducer) {
+            std::vector<torch::Tensor> ps;
+            for (auto& [name, p] : opt.params) ps.push_back(p);
+            reducer->average(ps);
+          }
           if (o.grad_clip > 0) clip_grad_norm(opt.params, o.grad_clip);
           opt.update(lr_at(st.lr, opt.step, warmup, total_steps));
           const double lv = loss.item<double>();
@@ -790,7 +812,7 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
       }
       const bool early = bad_epochs >= o.patience;
       const bool last = epoch + 1 == st.epochs;
-      if (!o.checkpoint.empty()) {
+      if (!o.checkpoint.empty() && rank == 0) {
         json h{{"options", options_json(o)},
                {"config", config_in.to_json()},
                {"stage", last && !early ? si + 1 : si},

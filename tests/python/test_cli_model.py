@@ -91,3 +91,37 @@ def test_errors_and_usage(cli, work, tmp_path):
     for sub in ("train", "evaluate", "predict"):
         h = run(cli, sub, "--help")
         assert h.returncode == 0 and "Example" in h.stdout
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process_with_the_global_batch(cli, work, tmp_path):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["encoder"]["norm"] = "group"  # BatchNorm statistics would be per process (no SyncBatchNorm)
+    cfg["heads"] = cfg["heads"][:2]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    manifest = str(work / "c" / "manifest.csv")
+    common = ["--quiet", "train", "--config", str(tmp_path / "cfg.json"), "--manifest", manifest, "--val-fraction", "0.2",
+              "--epochs", "2", "--batch-size", "4", "--seed", "3", "--lr", "0.003"]
+    r = run(cli, *common, "--out", str(tmp_path / "one.ichkit"))
+    assert r.returncode == 0, r.stderr
+    port = str(free_port())
+    procs = [subprocess.Popen([cli, *common, "--out", str(tmp_path / "ddp.ichkit"), "--world-size", "2", "--rank", str(k),
+                               "--master-port", port], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    one = ichkit.model.Model.load(str(tmp_path / "one.ichkit")).state_dict()
+    ddp = ichkit.model.Model.load(str(tmp_path / "ddp.ichkit")).state_dict()
+    init = ichkit.model.Model(cfg, seed=3).state_dict()
+    moved = 0
+    for k, v in one.items():
+        np.testing.assert_allclose(ddp[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+        moved += not np.array_equal(v, init[k])
+    assert moved > 10  # training really changed the weights

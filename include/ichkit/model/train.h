@@ -60,6 +60,21 @@ struct Augmentation {
   bool enabled = true;
 };
 
+/// Multi-process data-parallel training over PyTorch's c10d (Gloo on CPU). Every process calls
+/// train() with the same config, manifests and options except `rank`; rank 0 hosts the
+/// rendezvous at master_addr:master_port. Each process takes batch_size / world_size cases of
+/// every global batch, gradients are averaged with one all-reduce per step, so all ranks keep
+/// identical weights; only rank 0 writes the checkpoint. BatchNorm statistics stay per process
+/// (as PyTorch DDP without SyncBatchNorm): with "group"/"instance" norm the result equals one
+/// process with the global batch up to floating-point summation order.
+struct Distributed {
+  int rank = 0;
+  int world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  double timeout_s = 300;
+};
+
 struct TrainOptions {
   std::string mode = "joint";      ///< joint | two-stage | single-task
   std::string task;                ///< single-task: the head to keep
@@ -77,6 +92,7 @@ struct TrainOptions {
   std::string cache_dir;           ///< on-disk cache of preprocessed inputs ("" = memory only)
   std::string checkpoint;          ///< checkpoint file, rewritten atomically every epoch; resumed from if present
   int prefetch = 2;                ///< batches prepared ahead by loader threads
+  Distributed distributed;         ///< world_size > 1: data-parallel over c10d
   ProgressReporter* progress = nullptr;
   /// Called after every epoch with its record (for logs and tests); may throw to stop.
   std::function<void(const nlohmann::json& epoch)> on_epoch;
