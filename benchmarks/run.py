@@ -90,8 +90,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--build", default=str(ROOT / "build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    ap.add_argument("--suite", choices=["io", "preprocess", "all"], default="all")
+    ap.add_argument("--suite", choices=["io", "preprocess", "model", "all"], default="all")
     args = ap.parse_args()
+    if args.suite in ("model", "all"):
+        model_suite(args)
+    if args.suite == "model":
+        return
     if args.suite in ("preprocess", "all"):
         preprocess_suite(args)
     if args.suite == "preprocess":
@@ -222,6 +226,78 @@ def preprocess_suite(args):
         "default), so a step repeated scan after scan writes into memory that is already mapped; numpy, scipy and "
         "torch take fresh pages from the kernel on every call and pay its page faults and zero-fill, which for the "
         "one-window case is most of their time. `ICHKIT_BUFFER_CACHE_MB=0` measures ichkit without the cache.\n")
+
+
+def model_suite(args):
+    """ResNet-18 (the paper's model: width 32, 3 windows, volume + prognosis heads) forward and
+    training step, batch 2, at 64x128x128 and 32x256x256: ichkit (C++, oneDNN fast path) against
+    the same network and weights in Python torch, eager and traced + frozen; the oneDNN ceiling
+    (every convolution of the forward timed alone in oneDNN's blocked layout) measured in the same
+    run. Writes benchmark-model.{md,json}."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch  # noqa: E402
+
+    import model_peers as peers  # noqa: E402
+
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    ichkit.set_num_threads(threads)
+    cpp = run_cpp(Path(args.build) / "benchmarks" / "bench_model", Path(args.out), max(3, args.repeats // 2))
+    cpp_json = subprocess.run([str(Path(args.build) / "benchmarks" / "bench_model"), "--benchmark_format=json",
+                               "--benchmark_filter=BM_Forward/", "--benchmark_min_time=0.01"],
+                              check=True, capture_output=True, text=True).stdout
+    gflop = {b["run_name"].replace("/real_time", ""): b["GFLOP"] for b in json.loads(cpp_json)["benchmarks"]}
+    m = ichkit.model.Model(ichkit.model.default_config(), seed=0)
+    cfg = m.config
+    cfg.pop("pipeline", None)
+    net = peers.build(cfg, m.state_dict())
+    shapes = {0: (2, 3, 64, 128, 128), 1: (2, 3, 32, 256, 256)}
+    rows, out = [], {}
+    for k, shape in shapes.items():
+        torch.manual_seed(1)
+        x = torch.rand(*shape)
+        targets = {"volume": torch.tensor([10.0, 30.0]), "prognosis": torch.tensor([0, 1])}
+        reps = max(3, args.repeats // 2)
+        eager = timeit(lambda: peers.eager_forward(net, x), reps)
+        frozen = peers.frozen(net, x)
+        frz = timeit(lambda: peers.frozen_forward(frozen, x), reps)
+        step = timeit(lambda: peers.train_step(net, x, targets), reps)
+        g = gflop[f"BM_Forward/{k}"]
+        fwd, ceil = cpp[f"BM_Forward/{k}"], cpp[f"BM_ConvCeiling/{k}"]
+        mod, cstep = cpp[f"BM_ForwardModule/{k}"], cpp[f"BM_TrainStep/{k}"]
+        label = "x".join(map(str, shape[2:]))
+        best_py = min(eager["median_ms"], frz["median_ms"])
+        rows += [
+            (f"forward {label}, batch 2", fwd, "torch eager", eager),
+            (f"forward {label}, batch 2", fwd, "torch traced + frozen", frz),
+            (f"forward {label}, batch 2 (ichkit plain module)", mod, "torch eager", eager),
+            (f"training step {label}, batch 2 (fwd + bwd)", cstep, "torch eager", step),
+        ]
+        out[label] = {"gflop_forward": g, "ichkit_forward": fwd, "ichkit_module": mod, "ichkit_train_step": cstep,
+                      "ceiling": ceil, "torch_eager": eager, "torch_frozen": frz, "torch_train_step": step,
+                      "ichkit_gflops": g / (fwd["median_ms"] / 1000), "ceiling_gflops": g / (ceil["median_ms"] / 1000),
+                      "fraction_of_ceiling": ceil["median_ms"] / fwd["median_ms"],
+                      "vs_best_python": best_py / fwd["median_ms"]}
+    table = "\n".join(["| stage | ichkit median ms (min..max) | peer | peer median ms (min..max) | peer / ichkit |",
+                       "|---|---|---|---|---|"] + [
+        f"| {name} | {c['median_ms']:.1f} ({c['min_ms']:.1f}..{c['max_ms']:.1f}) | {peer} | {p['median_ms']:.1f} "
+        f"({p['min_ms']:.1f}..{p['max_ms']:.1f}) | **{p['median_ms'] / c['median_ms']:.2f}x** |" for name, c, peer, p in rows])
+    ceil_lines = ["| input | forward GFLOP | ichkit GFLOP/s | oneDNN ceiling GFLOP/s | ichkit / ceiling |", "|---|---|---|---|---|"]
+    for label, o in out.items():
+        ceil_lines.append(f"| {label} | {o['gflop_forward']:.1f} | {o['ichkit_gflops']:.0f} | {o['ceiling_gflops']:.0f} | "
+                          f"**{100 * o['fraction_of_ceiling']:.0f} %** |")
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "benchmark-model.json").write_text(json.dumps({"threads": threads, "torch": torch.__version__, "results": out},
+                                                          indent=2) + "\n")
+    text = ("# Model: ichkit vs the same network in Python torch\n\n"
+            f"Measured by `benchmarks/run.py --suite model` on {threads} cores, torch {torch.__version__} with the same thread "
+            "count, ResNet-18 width 32 (3 windows, volume + prognosis heads), batch 2, the same weights on both sides; "
+            "medians. Peers: `benchmarks/model_peers.py` (ichkit.nets.MultiTaskNet, eager and torch.jit.trace + freeze "
+            "+ optimize_for_inference). The ceiling is every convolution of the forward timed alone in oneDNN's "
+            "blocked layout (best of 3 each), summed.\n\n" + table + "\n\n" + "\n".join(ceil_lines) + "\n")
+    (dest / "benchmark-model.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

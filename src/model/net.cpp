@@ -266,6 +266,47 @@ FastEncoder::FastEncoder(ResNet3d& encoder) {
   }
 }
 
+std::vector<FastEncoder::ConvCall> FastEncoder::convolutions(const std::vector<int64_t>& input) const {
+  if (input.size() != 5) throw InvalidArgument("FastEncoder::convolutions: input shape is (N, C, D, H, W)");
+  std::vector<ConvCall> out;
+  auto add = [&](const Conv& c, const std::vector<int64_t>& in) {
+    ConvCall k;
+    k.weight = c.weight;
+    k.bias = c.bias;
+    k.stride = c.stride;
+    k.padding = c.padding;
+    k.in_shape = in;
+    const int64_t cout = c.bias.size(0);
+    std::vector<int64_t> o{in[0], cout, 0, 0, 0};
+    // kernel size from the padding (odd kernels, padding = k / 2)
+    double macs_per_out = static_cast<double>(in[1]);
+    for (int a = 0; a < 3; ++a) {
+      const int64_t kk = 2 * c.padding[a] + 1;
+      o[2 + a] = (in[2 + a] + 2 * c.padding[a] - kk) / c.stride[a] + 1;
+      macs_per_out *= static_cast<double>(kk);
+    }
+    k.out_shape = o;
+    k.flops = 2.0 * macs_per_out * static_cast<double>(o[0] * o[1] * o[2] * o[3] * o[4]);
+    out.push_back(k);
+    return o;
+  };
+  std::vector<int64_t> y = add(stem_, input);
+  if (pool_) {
+    for (int a = 0; a < 3; ++a) {
+      const int64_t st = a == 0 ? 1 : 2;
+      y[2 + a] = (y[2 + a] + 2 - 3) / st + 1;
+    }
+  }
+  for (const auto& layer : layers_)
+    for (const Block& b : layer) {
+      std::vector<int64_t> h = add(b.conv1, y);
+      h = add(b.conv2, h);
+      if (b.has_down) add(b.down, y);
+      y = h;
+    }
+  return out;
+}
+
 Stages FastEncoder::forward(const torch::Tensor& x) const {
   auto conv = [](const torch::Tensor& in, const Conv& cv) {
     return at::mkldnn_convolution(in, cv.weight, cv.bias, cv.padding, cv.stride, {1, 1, 1}, 1);

@@ -153,6 +153,16 @@ public:
   explicit FastEncoder(ResNet3d& encoder);
   Stages forward(const torch::Tensor& x) const;
 
+  /// One convolution of the forward pass for an input of shape `input` (N, C, D, H, W): its
+  /// packed weight, bias, strides, padding, and its input / output shapes and FLOPs
+  /// (2 x multiply-adds). The benchmark times each alone through oneDNN for the ceiling.
+  struct ConvCall {
+    torch::Tensor weight, bias;
+    std::vector<int64_t> stride, padding, in_shape, out_shape;
+    double flops = 0;
+  };
+  std::vector<ConvCall> convolutions(const std::vector<int64_t>& input) const;
+
 private:
   struct Conv {
     torch::Tensor weight, bias;  ///< packed oneDNN weight, dense bias
