@@ -632,6 +632,7 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
   detail::NamedTensors best_state;
   std::map<std::string, torch::Tensor> resume_tensors;
   int64_t resume_step = 0;
+  std::string stop_reason_resumed = "completed";
   const int total_epochs = o.epochs + (o.mode == "two-stage" ? o.head_epochs : 0);
 
   // ---- resume
@@ -649,6 +650,7 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
     bad_epochs = h.at("bad_epochs").get<int>();
     history = h.at("history");
     resume_step = h.at("step").get<int64_t>();
+    stop_reason_resumed = h.value("stop", std::string("completed"));
     detail::NamedTensors weights;
     for (auto& [name, t] : b.tensors) {
       if (name.rfind("w.", 0) == 0) weights.emplace_back(name.substr(2), t);
@@ -659,7 +661,7 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
     load_state(net, weights);
   }
 
-  std::string stop_reason = "completed";
+  std::string stop_reason = stop_reason_resumed;
   const auto t_start = std::chrono::steady_clock::now();
   ProgressScope scope(o.progress, "train", static_cast<std::int64_t>(total_epochs) * static_cast<std::int64_t>(batches));
   if (start_stage > 0 || start_epoch > 0) {
@@ -812,21 +814,26 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
       }
       const bool early = bad_epochs >= o.patience;
       const bool last = epoch + 1 == st.epochs;
+      // a stage ends at its last epoch or by early stopping; a checkpoint written then resumes
+      // at the start of the next stage (or returns the best weights)
+      const bool stage_done = last || early;
+      if (early)
+        stop_reason = "early stopping after " + std::to_string(o.patience) + " epochs without a better validation loss";
       if (!o.checkpoint.empty() && rank == 0) {
         json h{{"options", options_json(o)},
                {"config", config_in.to_json()},
-               {"stage", last && !early ? si + 1 : si},
-               {"next_epoch", last && !early ? 0 : epoch + 1},
-               {"step", last && !early ? 0 : opt.step},
+               {"stage", stage_done ? si + 1 : si},
+               {"next_epoch", stage_done ? 0 : epoch + 1},
+               {"step", stage_done ? 0 : opt.step},
                {"best_val", std::isfinite(best_val) ? json(best_val) : json(nullptr)},
                {"best_epoch", best_epoch},
-               {"bad_epochs", last && !early && si == 0 && stages.size() > 1 ? 0 : bad_epochs},
+               {"bad_epochs", bad_epochs},
                {"history", history},
-               {"early_stopped", early}};
+               {"stop", stop_reason}};
         detail::NamedTensors ts;
         for (auto& [name, t] : named_state(net)) ts.emplace_back("w." + name, t);
         for (auto& [name, t] : best_state) ts.emplace_back("best." + name, t);
-        if (!(last && !early))
+        if (!stage_done)
           for (auto& x : opt.state()) ts.push_back(x);
         const std::string bytes = detail::write_bundle(kCheckpointMagic, kCheckpointVersion, h, ts);
         io::AtomicFile f(o.checkpoint);
@@ -835,7 +842,6 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
       }
       if (o.on_epoch) o.on_epoch(rec);
       if (early) {
-        stop_reason = "early stopping after " + std::to_string(o.patience) + " epochs without a better validation loss";
         scope.advance(static_cast<std::int64_t>(st.epochs - epoch - 1) * static_cast<std::int64_t>(batches), "early stop");
         break;
       }

@@ -186,6 +186,39 @@ TEST_CASE("train: killed after epoch k and resumed ends with the uninterrupted r
   }
 }
 
+TEST_CASE("train: resuming after an early stop does not train on; two-stage goes on downstream") {
+  Manifest all = Manifest::read(cohort_dir() + "/manifest.csv");
+  Manifest tr = all.subset({0, 1, 2, 3, 4, 5, 6, 7}), va = all.subset({8, 9, 10, 11});
+  for (const std::string mode : {"joint", "two-stage"}) {
+    CAPTURE(mode);
+    TrainOptions o = options();
+    o.mode = mode;
+    o.epochs = 5;
+    o.head_epochs = 2;
+    o.patience = 1;  // stops at the first epoch that does not improve
+    o.lr = 0.05;     // large enough that the validation loss does not improve every epoch
+    TrainResult full = train(config(false), tr, va, o);
+    const std::size_t epochs_run = full.summary["history"].size();
+    CHECK(epochs_run < static_cast<std::size_t>(o.epochs + (mode == "two-stage" ? o.head_epochs : 0)));  // it did stop early
+    test::TempDir d;
+    o.checkpoint = d / "ck.ichkit";
+    for (std::size_t stop_after = 1; stop_after <= epochs_run; ++stop_after) {
+      std::filesystem::remove(o.checkpoint);
+      std::size_t seen = 0;
+      TrainOptions killed = o;
+      killed.on_epoch = [&](const json&) {
+        if (++seen == stop_after) throw std::runtime_error("simulated kill");
+      };
+      CHECK_THROWS(train(config(false), tr, va, killed));
+      TrainResult resumed = train(config(false), tr, va, o);
+      CAPTURE(stop_after);
+      CHECK(resumed.summary["history"].size() == epochs_run);
+      CHECK(max_diff(full.model, resumed.model) <= 1e-6);
+      CHECK(resumed.summary["stop"] == full.summary["stop"]);
+    }
+  }
+}
+
 TEST_CASE("train: two-stage keeps the upstream encoder frozen; single-task keeps one head") {
   Manifest all = Manifest::read(cohort_dir() + "/manifest.csv");
   Manifest tr = all.subset({0, 1, 2, 3, 4, 5, 6, 7}), va = all.subset({8, 9, 10, 11});
