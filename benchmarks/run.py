@@ -80,7 +80,7 @@ def run_cpp(binary, bench_dir, repeats, extra_env=None):
     for b in json.loads(out)["benchmarks"]:
         if b.get("run_type") != "iteration":
             continue
-        name = b["run_name"].replace("/real_time", "")  # e.g. BM_ReadNifti/nii_gz
+        name = b["run_name"].replace("/real_time", "").replace("/manual_time", "")  # e.g. BM_ReadNifti/nii_gz
         res.setdefault(name, []).append(b["real_time"])
     return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "n": len(v)} for k, v in res.items()}
 
