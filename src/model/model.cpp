@@ -420,21 +420,27 @@ Prediction Model::predict(const Volume<float>& scan) const { return predict(std:
 std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, int batch_size) const {
   if (batch_size < 1) throw InvalidArgument("predict: batch_size must be >= 1");
   std::vector<Prediction> out(scans.size());
-  std::size_t s = 0;
-  while (s < scans.size()) {
-    std::vector<torch::Tensor> xs;
-    std::vector<preprocess::PipelineResult> prs;
-    std::vector<std::size_t> idx;
-    for (; s < scans.size() && static_cast<int>(xs.size()) < batch_size; ++s) {
-      auto [x, pr] = impl_->prepare(scans[s]);
-      if (!xs.empty() && x.sizes() != xs.front().sizes()) break;  // a new shape starts a new batch
-      xs.push_back(x);
-      prs.push_back(std::move(pr));
-      idx.push_back(s);
-    }
+  // scans are preprocessed once each, in order; consecutive scans of one network-input shape
+  // share a forward pass of up to batch_size
+  std::vector<torch::Tensor> xs;
+  std::vector<preprocess::PipelineResult> prs;
+  std::vector<std::size_t> idx;
+  auto flush = [&] {
+    if (xs.empty()) return;
     MultiTaskNetImpl::Output o = impl_->infer(xs.size() == 1 ? xs[0] : torch::cat(xs, 0));
     for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
+    xs.clear();
+    prs.clear();
+    idx.clear();
+  };
+  for (std::size_t s = 0; s < scans.size(); ++s) {
+    auto [x, pr] = impl_->prepare(scans[s]);
+    if (!xs.empty() && (x.sizes() != xs.front().sizes() || static_cast<int>(xs.size()) == batch_size)) flush();
+    xs.push_back(x);
+    prs.push_back(std::move(pr));
+    idx.push_back(s);
   }
+  flush();
   return out;
 }
 
