@@ -226,15 +226,11 @@ TEST_CASE("train: two-stage keeps the upstream encoder frozen; single-task keeps
   o.mode = "two-stage";
   o.epochs = 2;
   o.head_epochs = 2;
-  json upstream_encoder;
-  std::vector<NamedArray> after_stage1;
-  int epochs_seen = 0;
   TrainResult r = train(config(false), tr, va, o);
   const json& h = r.summary["history"];
   REQUIRE(h.size() == 4);
   CHECK(h[0]["stage"] == "upstream");
   CHECK(h[3]["stage"] == "downstream");
-  (void)epochs_seen;
   // the encoder of the result equals the upstream run's best encoder: train upstream alone
   TrainOptions up = options();
   up.epochs = 2;
@@ -267,9 +263,12 @@ TEST_CASE("train: evaluate reports metrics per head and the ABC/2 baseline") {
   CHECK(ev.metrics["volume"].contains("icc2_1"));
   CHECK(ev.metrics["seg"]["n"] == 6);
   CHECK(ev.metrics["abc2_true_mask"]["n"] == 6);
-  // ABC/2 of the true mask is an estimate of the true volume, within a factor of two
+  // ABC/2 of the true mask is a rough but real estimate of the true volume (20 mm slices here)
   for (const auto& row : ev.rows) {
-    CHECK(row.contains("abc2_true_mask_ml"));
+    REQUIRE(row.contains("abc2_true_mask_ml"));
+    const double abc = row["abc2_true_mask_ml"].get<double>(), truth = row["volume_ml"].get<double>();
+    CHECK(abc > 0);
+    CHECK(abc < 3 * truth + 5);
     CHECK(row.contains("volume"));
     CHECK(row.contains("prognosis_p_poor"));
   }
