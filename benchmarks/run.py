@@ -53,6 +53,20 @@ def timeit(fn, repeats):
     return {"median_ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "n": repeats}
 
 
+def ms(t):
+    """'median (min..max)' of a timing."""
+    return f"{t['median_ms']:.1f} ({t['min_ms']:.1f}..{t['max_ms']:.1f})"
+
+
+def peer_table(rows, stage_header="stage", ratio_decimals=1):
+    """Markdown table of (stage, ichkit timing, peer name, peer timing) rows with the ratio."""
+    lines = [f"| {stage_header} | ichkit median ms (min..max) | peer | peer median ms (min..max) | peer / ichkit |",
+             "|---|---|---|---|---|"]
+    for stage, a, peer, b in rows:
+        lines.append(f"| {stage} | {ms(a)} | {peer} | {ms(b)} | **{b['median_ms'] / a['median_ms']:.{ratio_decimals}f}x** |")
+    return "\n".join(lines)
+
+
 def pydicom_series(folder):
     dss = [pydicom.dcmread(f) for f in sorted(glob.glob(os.path.join(folder, "*.dcm")))]
     iop = np.array(dss[0].ImageOrientationPatient, dtype=float)
@@ -205,15 +219,9 @@ def preprocess_suite(args):
         ("skull strip", cpp["BM_SkullStrip"], "scipy.ndimage", timeit(lambda: peers.skull_strip(hu, spacing), max(3, args.repeats // 2))),
         ("whole pipeline (default_head_ct)", cpp["BM_Pipeline"], "numpy + scipy", timeit(lambda: peers.pipeline(hu, spacing), args.repeats)),
     ]
-    lines = ["| stage (512x512x32 at 0.45x0.45x5 mm) | ichkit median ms (min..max) | peer | peer median ms (min..max) | peer / ichkit |",
-             "|---|---|---|---|---|"]
-    out = []
-    for stage, a, peer, b in rows:
-        ratio = b["median_ms"] / a["median_ms"]
-        out.append({"stage": stage, "ichkit": a, "peer_name": peer, "peer": b, "ratio": ratio})
-        lines.append(f"| {stage} | {a['median_ms']:.1f} ({a['min_ms']:.1f}..{a['max_ms']:.1f}) | {peer} | "
-                     f"{b['median_ms']:.1f} ({b['min_ms']:.1f}..{b['max_ms']:.1f}) | **{ratio:.1f}x** |")
-    table = "\n".join(lines)
+    out = [{"stage": stage, "ichkit": a, "peer_name": peer, "peer": b, "ratio": b["median_ms"] / a["median_ms"]}
+           for stage, a, peer, b in rows]
+    table = peer_table(rows, "stage (512x512x32 at 0.45x0.45x5 mm)")
     print(table)
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
@@ -278,10 +286,7 @@ def model_suite(args):
                       "ichkit_gflops": g / (fwd["median_ms"] / 1000), "ceiling_gflops": g / (ceil["median_ms"] / 1000),
                       "fraction_of_ceiling": ceil["median_ms"] / fwd["median_ms"],
                       "vs_best_python": best_py / fwd["median_ms"]}
-    table = "\n".join(["| stage | ichkit median ms (min..max) | peer | peer median ms (min..max) | peer / ichkit |",
-                       "|---|---|---|---|---|"] + [
-        f"| {name} | {c['median_ms']:.1f} ({c['min_ms']:.1f}..{c['max_ms']:.1f}) | {peer} | {p['median_ms']:.1f} "
-        f"({p['min_ms']:.1f}..{p['max_ms']:.1f}) | **{p['median_ms'] / c['median_ms']:.2f}x** |" for name, c, peer, p in rows])
+    table = peer_table(rows, ratio_decimals=2)
     ceil_lines = ["| input | forward GFLOP | ichkit GFLOP/s | oneDNN ceiling GFLOP/s | ichkit / ceiling |", "|---|---|---|---|---|"]
     for label, o in out.items():
         ceil_lines.append(f"| {label} | {o['gflop_forward']:.1f} | {o['ichkit_gflops']:.0f} | {o['ceiling_gflops']:.0f} | "
