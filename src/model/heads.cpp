@@ -108,6 +108,7 @@ public:
     config_.params["sd"] = sd_;
   }
   std::string label_kind() const override { return "scalar"; }
+  bool reads_all_stages() const override { return false; }
 
 private:
   double transform_scalar(double v) const {
@@ -172,6 +173,7 @@ public:
   torch::Tensor to_user(const torch::Tensor& out) const override { return torch::softmax(out, 1); }
   std::string label_kind() const override { return "class"; }
   std::vector<std::string> classes() const override { return classes_; }
+  bool reads_all_stages() const override { return false; }
 
 private:
   std::vector<std::string> classes_;
@@ -213,6 +215,7 @@ public:
   }
   std::string label_kind() const override { return "class"; }
   std::vector<std::string> classes() const override { return classes_; }
+  bool reads_all_stages() const override { return false; }
 
 private:
   std::vector<std::string> classes_;

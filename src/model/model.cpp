@@ -411,7 +411,11 @@ void Model::Impl::weights_changed() {
 MultiTaskNetImpl::Output Model::Impl::infer(const torch::Tensor& x) const {
   c10::InferenceMode guard;
   MultiTaskNet n = net;
-  if (auto fast = fast_encoder()) return n->forward_heads(fast->forward(x), x);
+  if (auto fast = fast_encoder()) {
+    bool all = false;
+    for (const auto& h : n->heads()) all = all || h->reads_all_stages();
+    return n->forward_heads(fast->forward(x, all), x);
+  }
   return n->forward(x);
 }
 

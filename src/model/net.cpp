@@ -307,13 +307,14 @@ std::vector<FastEncoder::ConvCall> FastEncoder::convolutions(const std::vector<i
   return out;
 }
 
-Stages FastEncoder::forward(const torch::Tensor& x) const {
+Stages FastEncoder::forward(const torch::Tensor& x, bool all_stages) const {
   auto conv = [](const torch::Tensor& in, const Conv& cv) {
     return at::mkldnn_convolution(in, cv.weight, cv.bias, cv.padding, cv.stride, {1, 1, 1}, 1);
   };
   Stages s;
+  auto keep = [&](const torch::Tensor& t, bool last) { s.maps.push_back(all_stages || last ? t.to_dense() : torch::Tensor()); };
   torch::Tensor y = torch::relu(conv(x.contiguous().to_mkldnn(), stem_));
-  s.maps.push_back(y.to_dense());
+  keep(y, false);
   if (pool_) y = at::mkldnn_max_pool3d(y, {3, 3, 3}, {1, 2, 2}, {1, 1, 1});
   for (const auto& layer : layers_) {
     for (const Block& b : layer) {
@@ -322,7 +323,7 @@ Stages FastEncoder::forward(const torch::Tensor& x) const {
       h = torch::relu(h + (b.has_down ? conv(y, b.down) : y));
       y = h;
     }
-    s.maps.push_back(y.to_dense());
+    keep(y, &layer == &layers_.back());
   }
   return s;
 }

@@ -196,6 +196,11 @@ TEST_CASE("model: the oneDNN fast path (BatchNorm folded) equals the plain modul
   m.impl()->net->eval();
   Stages a = m.impl()->net->encoder()->forward(x);
   Stages b = FastEncoder(m.impl()->net->encoder()).forward(x);
+  // pooled heads only: just the last stage comes back, the same values
+  Stages last = FastEncoder(m.impl()->net->encoder()).forward(x, false);
+  REQUIRE(last.maps.size() == b.maps.size());
+  CHECK(torch::equal(last.last(), b.last()));
+  for (std::size_t s = 0; s + 1 < last.maps.size(); ++s) CHECK_FALSE(last.maps[s].defined());
   for (std::size_t s = 0; s < a.maps.size(); ++s) {
     const double scale = a.maps[s].abs().max().item<double>();
     CHECK((a.maps[s] - b.maps[s]).abs().max().item<double>() < 1e-4 * std::max(1.0, scale));

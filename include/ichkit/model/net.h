@@ -79,6 +79,9 @@ public:
   virtual std::string label_kind() const = 0;
   /// Class names (classification / ordinal); empty otherwise.
   virtual std::vector<std::string> classes() const { return {}; }
+  /// Whether forward() reads stages other than the last (a FastEncoder then returns them all
+  /// as dense tensors; otherwise only the last one). Safe default for user heads: true.
+  virtual bool reads_all_stages() const { return true; }
 
 protected:
   HeadConfig config_;
@@ -151,7 +154,9 @@ class FastEncoder {
 public:
   static bool supported(const EncoderConfig& config);
   explicit FastEncoder(ResNet3d& encoder);
-  Stages forward(const torch::Tensor& x) const;
+  /// Stage maps for x; with all_stages = false only the last one is converted back to a dense
+  /// tensor (the others are left undefined) - what heads on pooled features need.
+  Stages forward(const torch::Tensor& x, bool all_stages = true) const;
 
   /// One convolution of the forward pass for an input of shape `input` (N, C, D, H, W): its
   /// packed weight, bias, strides, padding, and its input / output shapes and FLOPs
