@@ -6,6 +6,7 @@ mask volume is a second volume estimate. Writes docs/results/phantom-multitask.{
 
 Run (about an hour on 2 cores with the defaults):
     .venv/bin/python scripts/experiment_multitask.py
+Interrupted runs resume: each finished run is kept under --data/runs (record + model file).
 Smaller: --n-train 80 --n-val 20 --n-test 40 --epochs 5 --seeds 1 (minutes).
 """
 import argparse
@@ -85,6 +86,8 @@ def main():
     test = m.subset(idx[args.n_train + args.n_val:])
 
     results = {}
+    runs = data / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
 
     def report():
         write_report(args, results)
@@ -92,13 +95,27 @@ def main():
     for seed in range(args.seeds):  # every configuration once before the next seed
         for name in args.configs:
             heads, opts = CONFIGS[name]
+            # one record (with per-case rows) and one model file per run: an interrupted experiment
+            # resumes where it stopped, and the explain issue reuses the models
+            slug = name.replace(" ", "-").replace("+", "plus")
+            record = runs / f"{slug}-seed{seed}.json"
+            if record.exists():
+                results.setdefault(name, []).append(json.loads(record.read_text()))
+                print(f"{name} seed {seed}: done before ({record.name})", flush=True)
+                report()
+                continue
             t = time.time()
             o = {"epochs": args.epochs, "head_epochs": args.head_epochs, "batch_size": 8, "lr": 2e-3, "head_lr": 2e-3,
                  "seed": seed, "patience": 8, "cache_dir": str(data / "cache"), **opts}
             model, summary = ichkit.train(config(args, heads), train, val, o)
             metrics, rows = ichkit.evaluate(model, test)
-            results.setdefault(name, []).append({"seed": seed, "metrics": metrics, "rows": rows,
-                                                 "best_epoch": summary["best_epoch"], "seconds": time.time() - t})
+            run = {"seed": seed, "metrics": metrics, "rows": rows, "best_epoch": summary["best_epoch"],
+                   "seconds": time.time() - t}
+            model.save(str(runs / f"{slug}-seed{seed}.ichkit"))
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(run))
+            tmp.replace(record)
+            results.setdefault(name, []).append(run)
             print(f"{name} seed {seed}: {time.time() - t:.0f} s, best epoch {summary['best_epoch']}, "
                   + ", ".join(f"{h} " + ", ".join(f"{k}={v:.3f}" for k, v in mm.items() if isinstance(v, float) and k in
                                                   ("mae", "r2", "icc2_1", "auc", "dice_mean"))

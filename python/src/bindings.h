@@ -7,6 +7,10 @@
 #include "ichkit/core/any_volume.h"
 #include "ichkit/core/progress.h"
 
+namespace ichkit::model {
+struct Prediction;
+}
+
 namespace ichkit::python {
 namespace py = pybind11;
 
@@ -17,6 +21,10 @@ void bind_preprocess(py::module_& m);
 void bind_metrics(py::module_& m);
 void bind_model(py::module_& m);
 void bind_training(py::module_& m);
+void bind_explain(py::module_& m);
+
+/// A model::Prediction as {head: {"type", "value", ...}} (see Model.predict).
+py::dict prediction_dict(const model::Prediction& p);
 
 /// Wrap a C++ volume as the Python `ichkit.Volume` (shares the buffer).
 py::object wrap(AnyVolume v);

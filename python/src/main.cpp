@@ -15,4 +15,5 @@ Use the `ichkit` package, which re-exports this module.)pbdoc";
   ichkit::python::bind_metrics(m);
   ichkit::python::bind_model(m);
   ichkit::python::bind_training(m);
+  ichkit::python::bind_explain(m);
 }

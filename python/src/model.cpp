@@ -40,9 +40,11 @@ torch::Tensor input_tensor(const py::object& x) {
   return torch::from_blob(const_cast<float*>(a.data()), shape, torch::kFloat32).clone();
 }
 
-py::dict prediction_dict(const Prediction& p) {
+}  // namespace
+
+py::dict prediction_dict(const model::Prediction& p) {
   py::dict d;
-  for (const HeadPrediction& h : p.heads) {
+  for (const model::HeadPrediction& h : p.heads) {
     py::dict r;
     r["type"] = h.type;
     r["value"] = h.value;
@@ -62,8 +64,6 @@ py::dict prediction_dict(const Prediction& p) {
   }
   return d;
 }
-
-}  // namespace
 
 void bind_model(py::module_& root) {
   py::module_ m = root.def_submodule("model", "Multi-task models: load, predict, save.");

@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   commands.push_back({"train", add_train(app, g)});
   commands.push_back({"evaluate", add_evaluate(app, g)});
   commands.push_back({"predict", add_predict(app, g)});
+  commands.push_back({"explain", add_explain(app, g)});
 
   try {
     app.parse(argc, argv);

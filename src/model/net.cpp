@@ -102,6 +102,21 @@ Stages ResNet3dImpl::forward(const torch::Tensor& x) {
   return s;
 }
 
+Stages ResNet3dImpl::forward_from(int stage, const torch::Tensor& map) {
+  const int n = static_cast<int>(layers_.size()) + 1;
+  if (stage < 0 || stage >= n) throw InvalidArgument("encoder: stage index " + std::to_string(stage) + " out of range");
+  Stages s;
+  s.maps.resize(static_cast<std::size_t>(n));
+  s.maps[static_cast<std::size_t>(stage)] = map;
+  torch::Tensor y = map;
+  if (stage == 0 && pool_) y = pool_->forward(y);
+  for (int k = stage + 1; k < n; ++k) {
+    y = layers_[static_cast<std::size_t>(k - 1)]->forward(y);
+    s.maps[static_cast<std::size_t>(k)] = y;
+  }
+  return s;
+}
+
 // ---------------------------------------------------------------------------------------
 
 MultiTaskNetImpl::MultiTaskNetImpl(const ModelConfig& config) : config_(config) {

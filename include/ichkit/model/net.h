@@ -33,6 +33,10 @@ public:
   explicit ResNet3dImpl(const EncoderConfig& config);
   /// Every stage's output for x of shape (N, C, D, H, W).
   Stages forward(const torch::Tensor& x);
+  /// The stages after `stage` (0 = stem ... 4 = layer4) recomputed from that stage's map: the
+  /// result holds `map` at index `stage`, the deeper maps after it and undefined tensors before
+  /// it. Grad-CAM differentiates the heads with respect to `map` this way.
+  Stages forward_from(int stage, const torch::Tensor& map);
   const EncoderConfig& config() const { return config_; }
 
 private:

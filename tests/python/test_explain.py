@@ -1,0 +1,246 @@
+"""ichkit.explain against independent references.
+
+* Grad-CAM / Grad-CAM++ / HiResCAM maps equal a hook-based PyTorch implementation (forward hook
+  on the stage, tensor hook for its gradient, loss.backward() through the whole pure-PyTorch
+  mirror of the network - the way pytorch-grad-cam does it) to 1e-5 of the map's magnitude, for
+  classification, regression, ordinal and segmentation targets, every stage, sign +/-1.
+* The network-grid map equals torch.nn.functional.interpolate of that reference.
+* Heatmaps written as NIfTI carry the scan's affine and shape (read back by nibabel); the map's
+  peak on the scan grid is where the network-grid peak is in world space.
+* Localisation scores against numpy / scikit-learn.
+* Overlays: a valid PNG; the radiological orientation checked with a marker on a known side.
+"""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ichkit
+from ichkit import nets
+
+from test_nets import randomise_state
+
+RTOL = 1e-5
+
+
+def config(depth=10, width=4, shape=(40, 40, 12)):
+    pipe = json.loads(ichkit.preprocess.Pipeline().reorient("RAS").resample_to_shape(list(shape)).window().to_json())
+    return {
+        "encoder": {"depth": depth, "width": width, "in_channels": 3, "stem_stride": [1, 2, 2]},
+        "heads": [
+            {"name": "volume", "type": "regression", "target": "volume_ml", "params": {"transform": "log1p", "mean": 2.5, "sd": 1.25}},
+            {"name": "prognosis", "type": "classification", "target": "outcome",
+             "params": {"classes": ["good", "poor"], "hidden": 6}},
+            {"name": "mrs", "type": "ordinal", "target": "mrs", "params": {"num_classes": 7}},
+            {"name": "seg", "type": "segmentation", "target": "mask", "params": {"channels": 4}},
+        ],
+        "pipeline": pipe,
+    }
+
+
+@pytest.fixture(scope="module")
+def case():
+    return ichkit.phantom.make_case(shape=[96, 96, 16], spacing=[2.4, 2.4, 5.0], tilt=6, seed=11)
+
+
+@pytest.fixture(scope="module")
+def model_and_mirror():
+    m = ichkit.model.Model(config(), seed=2)
+    net = nets.MultiTaskNet.from_ichkit(m)
+    randomise_state(net, seed=9)  # random batch-norm statistics: no accidental symmetry
+    m.load_state_dict(net.to_state_arrays())
+    net.eval()
+    return m, net
+
+
+def reference_cam(net, x, layer, head, index, sign, method):
+    """Hook-based Grad-CAM on the PyTorch mirror: returns the (N, d, h, w) signed maps and y."""
+    store = {}
+    module = getattr(net.encoder, layer)
+
+    def fwd(_, __, out):
+        store["a"] = out
+        out.register_hook(lambda g: store.__setitem__("g", g))
+
+    h = module.register_forward_hook(fwd)
+    try:
+        net.zero_grad()
+        _, out = net(torch.from_numpy(x))
+        o = out[head]
+        if o.dim() == 1:
+            y = o
+        elif o.dim() == 2:
+            idx = o.argmax(1) if index < 0 else torch.full((o.shape[0],), index)
+            y = o.gather(1, idx[:, None])[:, 0]
+        else:
+            flat = o.reshape(o.shape[0], -1)
+            fg = (flat > 0).float()
+            w = torch.where(fg.sum(1, keepdim=True) > 0, fg, torch.ones_like(fg))
+            y = (flat * w).sum(1)
+        y = y * sign
+        y.sum().backward()
+    finally:
+        h.remove()
+    a, g = store["a"].detach().double(), store["g"].double()
+    if method == "gradcam":
+        cam = (g.mean((2, 3, 4), keepdim=True) * a).sum(1)
+    elif method == "gradcam++":
+        g2, g3 = g * g, g * g * g
+        alpha = g2 / (2 * g2 + a.sum((2, 3, 4), keepdim=True) * g3 + 1e-7)
+        alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
+        cam = ((torch.relu(g) * alpha).sum((2, 3, 4), keepdim=True) * a).sum(1)
+    else:
+        cam = (g * a).sum(1)
+    return cam.numpy(), y.detach().numpy()
+
+
+def assert_close(got, want, what, rtol=RTOL):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: {got.shape} != {want.shape}"
+    scale = max(float(np.abs(want).max()), 1e-12)
+    err = float(np.abs(got - want).max())
+    assert err <= rtol * scale, f"{what}: max |diff| {err:.3g} over a magnitude of {scale:.3g}"
+
+
+@pytest.mark.parametrize("head,index,sign", [("prognosis", 1, 1), ("prognosis", -1, 1), ("prognosis", 0, -1),
+                                             ("volume", -1, 1), ("volume", 0, -1), ("mrs", 2, 1), ("seg", -1, 1)])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam"])
+def test_maps_equal_hook_based_reference(model_and_mirror, case, head, index, sign, method):
+    m, net = model_and_mirror
+    vol = case["image"]
+    x = m.pipeline.run(vol).input[None]
+    want, y = reference_cam(net, x, "layer4", head, index, sign, method)
+    assert np.ptp(want[0]) > 1e-6 * np.abs(want[0]).max() > 0  # a map that varies: the comparison can fail
+    e = ichkit.explain.explain(m, vol, [(head, index, sign)], method=method)
+    h = e.maps[0]
+    assert h.layer == "layer4" and h.method == method and h.sign == sign
+    assert h.score == pytest.approx(float(y[0]), rel=1e-5, abs=1e-6)
+    assert_close(h.feature, want[0], f"{method} {head}[{index}] feature map")
+    # the network-grid map is the reference upsampled trilinearly over the grid's extent
+    up = F.interpolate(torch.from_numpy(want)[:, None], size=x.shape[2:], mode="trilinear", align_corners=False)[0, 0].numpy()
+    assert_close(h.network.array, up.transpose(2, 1, 0), f"{method} {head} network-grid map")
+
+
+@pytest.mark.parametrize("layer", ["stem", "layer1", "layer2", "layer3"])
+def test_every_stage_equals_reference(model_and_mirror, case, layer):
+    m, net = model_and_mirror
+    x = m.pipeline.run(case["image"]).input[None]
+    for head, index in [("prognosis", 1), ("volume", -1), ("seg", -1)]:
+        want, _ = reference_cam(net, x, layer, head, index, 1, "gradcam")
+        assert np.ptp(want[0]) > 0
+        got = ichkit.explain.gradcam(m, case["image"], head=head, target=index, layer=layer)
+        assert got.layer == layer
+        assert_close(got.feature, want[0], f"{layer} {head}")
+
+
+def test_batch_equals_single_scans_and_predict(model_and_mirror, case):
+    m, net = model_and_mirror
+    other = ichkit.phantom.make_case(shape=[96, 96, 16], spacing=[2.4, 2.4, 5.0], seed=12)["image"]
+    batch = ichkit.explain.explain(m, [case["image"], other], ["volume", "prognosis"], batch_size=2)
+    for vol, e in zip([case["image"], other], batch):
+        single = ichkit.explain.explain(m, vol, ["volume", "prognosis"])
+        for a, b in zip(e.maps, single.maps):
+            assert_close(a.feature, b.feature, "batch vs single", rtol=1e-5)
+            assert a.index == b.index
+        p = m.predict(vol)
+        assert e.prediction["volume"]["value"] == pytest.approx(p["volume"]["value"], rel=1e-5)
+        np.testing.assert_allclose(e.prediction["prognosis"]["probabilities"], p["prognosis"]["probabilities"], rtol=1e-5)
+    # the predicted class is the default classification target
+    assert batch[0]["prognosis"].index == int(np.argmax(batch[0].prediction["prognosis"]["probabilities"]))
+
+
+def test_nifti_overlays_the_scan(model_and_mirror, case, tmp_path):
+    m, _ = model_and_mirror
+    vol = case["image"]
+    h = ichkit.explain.gradcam(m, vol, head="prognosis", target=1)
+    for v in (h.raw, h.normalized):
+        path = tmp_path / "map.nii.gz"
+        ichkit.write_nifti(v, str(path))
+        img = nib.load(str(path))
+        assert img.shape == tuple(vol.shape)
+        np.testing.assert_allclose(img.affine, vol.affine, atol=1e-4)
+        np.testing.assert_allclose(img.get_fdata(), v.array, atol=1e-6)
+    n = h.normalized.array
+    assert n.min() >= 0 and n.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(n, np.maximum(h.raw.array, 0) / h.raw.array.max(), atol=1e-6)
+    # the scan-grid peak sits where the network-grid map peaks, in world space (tilted scan:
+    # within one network voxel diagonal)
+    net_map = h.network
+    k = np.unravel_index(np.argmax(net_map.array), net_map.shape)
+    w_net = (net_map.affine @ np.r_[k, 1.0])[:3]
+    w_scan = (vol.affine @ np.r_[h.peak, 1.0])[:3]
+    assert np.allclose(w_scan, h.peak_world, atol=1e-3)
+    diag = np.linalg.norm(np.linalg.norm(net_map.affine[:3, :3], axis=0))
+    assert np.linalg.norm(w_net - w_scan) <= diag
+
+
+def test_errors_are_clear(model_and_mirror, case):
+    m, _ = model_and_mirror
+    with pytest.raises(ichkit.InvalidArgument, match="no encoder stage called 'layer9'"):
+        ichkit.explain.gradcam(m, case["image"], head="volume", layer="layer9")
+    with pytest.raises(ichkit.InvalidArgument, match="no head called 'bleed'"):
+        ichkit.explain.gradcam(m, case["image"], head="bleed")
+    with pytest.raises(ichkit.InvalidArgument, match="out of range"):
+        ichkit.explain.gradcam(m, case["image"], head="prognosis", target=2)
+    with pytest.raises(ichkit.InvalidArgument, match="one output"):
+        ichkit.explain.gradcam(m, case["image"], head="volume", target=1)
+    with pytest.raises(ichkit.InvalidArgument, match="unknown method"):
+        ichkit.explain.gradcam(m, case["image"], method="occlusion")
+    with pytest.raises(ichkit.InvalidArgument, match="sign"):
+        ichkit.explain.gradcam(m, case["image"], sign=0)
+
+
+def test_scores_against_numpy_and_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    shape = (20, 18, 9)
+    aff = np.array([[0.9, 0.1, 0, -20], [0, -0.8, 0.3, 14], [0.05, 0, 5.0, -7], [0, 0, 0, 1]])
+    heat = np.round(rng.random(shape), 1).astype(np.float32)  # many ties
+    mask = np.zeros(shape, np.uint8)
+    mask[3:7, 4:9, 2:5] = 1
+    h, k = ichkit.Volume(heat, affine=aff), ichkit.Volume(mask, affine=aff)
+    assert ichkit.explain.heatmap_auc(h, k) == pytest.approx(roc_auc_score(mask.ravel(), heat.ravel()), abs=1e-12)
+    pos = np.maximum(heat, 0).astype(np.float64)
+    assert ichkit.explain.energy_inside(h, k) == pytest.approx(pos[mask > 0].sum() / pos.sum(), rel=1e-9)
+    # a peak outside the lesion: distance = min over lesion voxels of |A (p - q)|
+    heat2 = np.zeros(shape, np.float32)
+    heat2[15, 12, 6] = 1
+    p = ichkit.explain.pointing_game(ichkit.Volume(heat2, affine=aff), k, 0.0)
+    q = np.argwhere(mask > 0)
+    d = np.min(np.linalg.norm((q - np.array([15, 12, 6])) @ aff[:3, :3].T, axis=1))
+    assert p["peak"] == (15, 12, 6)
+    assert p["distance_mm"] == pytest.approx(d, rel=1e-9)
+    assert not p["hit"]
+    assert ichkit.explain.pointing_game(ichkit.Volume(heat2, affine=aff), k, d + 1e-6)["hit"]
+    heat2[4, 5, 3] = 2  # inside
+    assert ichkit.explain.pointing_game(ichkit.Volume(heat2, affine=aff), k, 0.0) == {"hit": True, "distance_mm": 0.0, "peak": (4, 5, 3)}
+    with pytest.raises(ichkit.GeometryError, match="one grid"):
+        ichkit.explain.heatmap_auc(h, ichkit.Volume(mask, affine=np.eye(4)))
+
+
+def test_overlay_is_radiological_png(tmp_path):
+    import matplotlib.image as mpimg
+
+    # an LPS-stored volume (as DICOM gives): a bright marker at the patient's right-anterior
+    shape = (40, 40, 10)
+    aff = np.diag([-2.0, -2.0, 5.0, 1.0])  # RAS+ world: i runs to the patient's left, j to posterior
+    aff[:3, 3] = [40, 40, 0]
+    scan = np.full(shape, 30.0, np.float32)
+    heat = np.zeros(shape, np.float32)
+    # world x > 0 is the patient's right, y > 0 anterior: x = 40 - 2 i > 20 for i < 10, y = 40 - 2 j > 20 for j < 10
+    heat[2:8, 2:8, 3:7] = 1.0
+    s, h = ichkit.Volume(scan, affine=aff), ichkit.Volume(heat, affine=aff)
+    img = ichkit.explain.overlay(s, h, kind="montage", slices=1, threshold=0.5)
+    assert img.dtype == np.uint8 and img.shape == (40, 40, 3)
+    coloured = np.argwhere(np.abs(img.astype(int) - img[..., :1].astype(int)).sum(2) > 0)  # non-grey pixels
+    # radiological: the patient's right on the image's left, anterior at the top
+    assert coloured[:, 1].max() < 20 and coloured[:, 0].max() < 20
+    path = tmp_path / "o.png"
+    ichkit.explain.save_overlay(str(path), s, h, kind="orthogonal")
+    back = mpimg.imread(str(path))
+    # square 2 mm pixels: axial 40 x 40, coronal and sagittal 40 x 25 (10 slices of 5 mm), 4-pixel gaps
+    assert back.shape == (40, 3 * 40 + 2 * 4, 3)
