@@ -30,6 +30,7 @@ Runner add_train(CLI::App& app, Globals& g);
 Runner add_evaluate(CLI::App& app, Globals& g);
 Runner add_predict(CLI::App& app, Globals& g);
 Runner add_explain(CLI::App& app, Globals& g);
+Runner add_demo(CLI::App& app, Globals& g);
 
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal and not --quiet.
 class TerminalProgress final : public ProgressReporter {

@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
   commands.push_back({"evaluate", add_evaluate(app, g)});
   commands.push_back({"predict", add_predict(app, g)});
   commands.push_back({"explain", add_explain(app, g)});
+  commands.push_back({"demo", add_demo(app, g)});
 
   try {
     app.parse(argc, argv);
