@@ -49,6 +49,11 @@ private:
   std::chrono::steady_clock::time_point start_, last_;
 };
 
+/// The default model file: $ICHKIT_MODEL, else share/ichkit/models/default.ichkit beside the
+/// installed command, else the source tree's python/ichkit/models/default.ichkit; InvalidArgument
+/// naming the places looked at when there is none.
+std::string default_model_path();
+
 /// Format a number with fixed decimals.
 std::string fixed(double v, int decimals);
 

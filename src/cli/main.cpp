@@ -1,5 +1,6 @@
 // The `ichkit` command. Exit codes: 0 success, 1 failure (one clear line on stderr),
 // 2 usage error.
+#include <filesystem>
 #include <unistd.h>
 
 #include <cmath>
@@ -60,6 +61,27 @@ void TerminalProgress::draw(bool force) {
   line += "\033[K";
   std::fputs(line.c_str(), stderr);
   std::fflush(stderr);
+}
+
+std::string default_model_path() {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> tried;
+  if (const char* env = std::getenv("ICHKIT_MODEL"); env && *env) {
+    if (fs::is_regular_file(env)) return env;
+    tried.push_back(env);
+  }
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) tried.push_back(exe.parent_path().parent_path() / "share" / "ichkit" / "models" / "default.ichkit");
+#ifdef ICHKIT_SOURCE_DIR
+  tried.push_back(fs::path(ICHKIT_SOURCE_DIR) / "python" / "ichkit" / "models" / "default.ichkit");
+#endif
+  std::string where;
+  for (const fs::path& p : tried) {
+    if (fs::is_regular_file(p)) return p.string();
+    where += (where.empty() ? "" : ", ") + p.string();
+  }
+  throw InvalidArgument("no --model given and no default model found (looked at " + where + ")");
 }
 
 std::string fixed(double v, int decimals) {

@@ -9,6 +9,8 @@
 #include "ichkit/io/atomic_file.h"
 #include "ichkit/io/nifti.h"
 #include "ichkit/io/read.h"
+#include "ichkit/explain/gradcam.h"
+#include "ichkit/explain/overlay.h"
 #include "ichkit/model/train.h"
 
 namespace ichkit::cli {
@@ -71,9 +73,9 @@ struct EvalArgs {
 };
 
 struct PredictArgs {
-  std::string model, out;
+  std::string model, out, method = "gradcam", layer;
   std::vector<std::string> scans;
-  bool json = false;
+  bool json = false, explain = false;
 };
 
 /// Validation split of a manifest by patient: every k-th patient fold (deterministic by seed).
@@ -227,28 +229,50 @@ Runner add_evaluate(CLI::App& app, Globals& g) {
 Runner add_predict(CLI::App& app, Globals& g) {
   auto a = std::make_shared<PredictArgs>();
   auto* cmd = app.add_subcommand("predict", "Predict hematoma volume and outcome for scans (NIfTI files or DICOM folders)");
-  cmd->add_option("--model", a->model, "Model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--model", a->model, "Model file (default: the phantom-trained model shipped with ichkit)")->check(CLI::ExistingFile);
   cmd->add_option("scans", a->scans, "NIfTI files and/or DICOM folders")->required();
-  cmd->add_option("--out", a->out, "Folder for predictions.json, predictions.csv and segmentation masks");
+  cmd->add_option("--out", a->out, "Folder for predictions.json, predictions.csv, segmentation masks and heatmaps");
+  cmd->add_flag("--explain", a->explain, "Also write heatmaps of every non-segmentation head into --out (NIfTI + PNG)");
+  cmd->add_option("--method", a->method, "With --explain: gradcam, gradcam++ or hirescam")->capture_default_str();
+  cmd->add_option("--layer", a->layer, "With --explain: encoder stage (default: the last)");
   cmd->add_flag("--json", a->json, "Print the predictions as JSON");
-  cmd->footer("Examples:\n  ichkit predict --model model.ichkit scan.nii.gz\n"
-              "  ichkit predict --model model.ichkit dicom_folder/ --out results/ --json");
+  cmd->footer("Examples:\n  ichkit predict scan.nii.gz\n"
+              "  ichkit predict --model model.ichkit dicom_folder/ --out results/ --json\n"
+              "  ichkit predict scan.nii.gz --explain --out results/\n"
+              "Without --model the default model is used: trained on synthetic phantoms, not for clinical use.");
   return [a, &g]() {
-    const model::Model m = model::Model::load(a->model);
+    if (a->explain && a->out.empty()) throw InvalidArgument("--explain needs --out (the folder for the heatmaps)");
+    const std::string model_path = a->model.empty() ? default_model_path() : a->model;
+    const model::Model m = model::Model::load(model_path);
+    std::vector<explain::Target> targets;
+    for (const auto& h : m.config().heads)
+      if (h.type != "segmentation") targets.emplace_back(h.name);
+    const explain::Options eo{explain::method_from_string(a->method), a->layer, true};
     std::vector<json> rows;
     TerminalProgress bar(!g.quiet && !a->json);
     ProgressScope scope(&bar, "predict", static_cast<std::int64_t>(a->scans.size()));
     for (const std::string& path : a->scans) {
       const Volume<float> scan = io::read(path);
-      const model::Prediction p = m.predict(scan);
+      explain::Explanation ex;
+      if (a->explain) ex = explain::explain(m, scan, targets, eo);  // the prediction comes with the maps
+      const model::Prediction p = a->explain ? ex.prediction : m.predict(scan);
       json row{{"scan", path}};
+      const std::string stem = fs::path(path).filename().empty() ? fs::path(path).parent_path().filename().string()
+                                                                  : fs::path(path).filename().string();
+      for (const explain::Heatmap& h : ex.maps) {
+        fs::create_directories(a->out);
+        const std::string base = (fs::path(a->out) / (stem.substr(0, stem.find('.')) + "_" + h.head)).string();
+        io::write_nifti(h.normalized, base + "_heatmap.nii.gz");
+        explain::write_png(base + "_montage.png", explain::render_montage(scan, h.normalized));
+        explain::write_png(base + "_ortho.png", explain::render_orthogonal(scan, h.normalized, {}, {}, h.peak));
+        row[h.head + "_heatmap"] = base + "_heatmap.nii.gz";
+      }
       for (const model::HeadPrediction& h : p.heads) {
         if (h.type == "segmentation") {
           row[h.name + "_ml"] = h.value;
           row[h.name + "_abc2_ml"] = h.abc2_ml;
           if (!a->out.empty()) {
             fs::create_directories(a->out);
-            const std::string stem = fs::path(path).filename().string();
             const std::string mpath = (fs::path(a->out) / (stem.substr(0, stem.find('.')) + "_" + h.name + ".nii.gz")).string();
             io::write_nifti<std::uint8_t>(h.mask, mpath);
             row[h.name + "_mask"] = mpath;
@@ -275,7 +299,7 @@ Runner add_predict(CLI::App& app, Globals& g) {
     for (const json& r : rows) {
       std::cout << r["scan"].get<std::string>() << ":";
       for (auto it = r.begin(); it != r.end(); ++it) {
-        if (it.key() == "scan" || it.key().find("_mask") != std::string::npos) continue;
+        if (it.key() == "scan" || it.key().find("_mask") != std::string::npos || it.key().find("_heatmap") != std::string::npos) continue;
         std::cout << "  " << it.key() << " " << (it->is_number() ? fixed(it->get<double>(), 3) : it->is_string() ? it->get<std::string>() : it->dump());
       }
       std::cout << "\n";
