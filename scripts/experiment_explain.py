@@ -23,7 +23,7 @@ import numpy as np
 import ichkit
 
 ROOT = Path(__file__).resolve().parents[1]
-GE = ROOT.parent / "shared" / "data" / "dicom" / "ge-head-tilt"
+GE = ROOT / "tests" / "data" / "dicom" / "ge-head-tilt"
 
 
 def wilson(k, n, z=1.96):

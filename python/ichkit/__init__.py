@@ -19,7 +19,7 @@ from ._core import (  # noqa: F401
     set_num_threads,
 )
 from ._core import __version__  # noqa: F401
-from . import explain, io, metrics, model, phantom, preprocess  # noqa: F401
+from . import distributed, explain, io, metrics, model, phantom, preprocess  # noqa: F401
 from .io import list_series, read, read_dicom, read_nifti, write_nifti  # noqa: F401
 from .model import evaluate, train  # noqa: F401
 
@@ -33,6 +33,7 @@ __all__ = [
     "Volume",
     "__version__",
     "evaluate",
+    "distributed",
     "explain",
     "io",
     "list_series",
