@@ -39,14 +39,19 @@ def wilson(k, n, z=1.96):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = ROOT / "build" / "experiment-multitask"
-    ap.add_argument("--model", default=str(data / "runs" / "joint-multi-task-seed0.ichkit"))
+    ap.add_argument("--model", default=str(data / "runs" / "joint-plus-segmentation-seed0.ichkit"),
+                    help="default: the experiment's best configuration (joint + segmentation, seed 0; the default model)")
     ap.add_argument("--cohort", default=str(data / "cohort-700-256x256x32"))
     ap.add_argument("--first-test", type=int, default=500, help="index of the first test case in the manifest")
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--tolerance-mm", type=float, default=10.0)
     ap.add_argument("--layers", nargs="+", default=["layer4", "layer3", "layer2", "layer1"])
     ap.add_argument("--methods", nargs="+", default=["gradcam", "gradcam++", "hirescam"])
+    ap.add_argument("--smooth-mm", type=float, nargs="+", default=[0.0],
+                    help="Gaussian sigmas (mm) on the network grid; each is a configuration")
     ap.add_argument("--overlays", type=int, default=4, help="test cases drawn into docs/explain/")
+    ap.add_argument("--compare-models", nargs="*", default=[],
+                    help="more model files scored with the first configuration only (the volume head)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "phantom-gradcam"))
     ap.add_argument("--figures", default=str(ROOT / "docs" / "explain"))
     args = ap.parse_args()
@@ -57,7 +62,7 @@ def main():
         rows = list(csv.DictReader(f))[args.first_test:args.first_test + args.n_test]
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    configs = [(m, layer) for layer in args.layers for m in args.methods]
+    configs = [(m, layer, sm) for sm in args.smooth_mm for layer in args.layers for m in args.methods]
     targets = [t for t in [("volume", -1, 1), ("prognosis", 1, 1)] if t[0] in model.head_names]
     per_case = []
     t0 = time.time()
@@ -68,26 +73,45 @@ def main():
             continue
         rec = {"id": row["id"], "volume_ml": float(row["volume_ml"]), "location": row["location"], "ivh": row["ivh"] == "1",
                "scores": {}}
-        for method, layer in configs:
-            e = ichkit.explain.explain(model, scan, targets, method=method, layer=layer)
+        for method, layer, sm in configs:
+            e = ichkit.explain.explain(model, scan, targets, method=method, layer=layer, smooth_mm=sm)
             for h in e.maps:
                 s = ichkit.explain.localisation(h, mask, args.tolerance_mm)
-                rec["scores"][f"{h.head}|{method}|{layer}"] = {k: s[k] for k in ("hit", "distance_mm", "energy_inside", "auc")}
-                if n < args.overlays and (method, layer) == configs[0]:
+                rec["scores"][f"{h.head}|{method}|{layer}|{sm:g}"] = {k: s[k] for k in ("hit", "distance_mm", "energy_inside", "auc")}
+                if n < args.overlays and (method, layer, sm) == configs[0]:
                     stem = f"phantom-{row['id']}-{h.head}"
                     ichkit.explain.save_overlay(figures / f"{stem}-montage.png", scan, h, mask, kind="montage")
                     ichkit.explain.save_overlay(figures / f"{stem}-ortho.png", scan, h, mask, kind="orthogonal")
-            if (method, layer) == configs[0]:
+            if (method, layer, sm) == configs[0]:
                 rec["predicted_ml"] = e.prediction["volume"]["value"]
         per_case.append(rec)
         if (n + 1) % 25 == 0:
             print(f"{n + 1} cases, {time.time() - t0:.0f} s", flush=True)
 
+    # the first configuration with other models of the multi-task experiment
+    compare = {}
+    method0, layer0, sm0 = configs[0]
+    for path in args.compare_models:
+        other = ichkit.model.Model.load(path)
+        hits, dists = [], []
+        for row in rows:
+            scan = ichkit.read(str(cohort / row["image"]))
+            mask = ichkit.read(str(cohort / row["mask"]))
+            if not np.any(mask.array > 0):
+                continue
+            h = ichkit.explain.gradcam(other, scan, head="volume", method=method0, layer=layer0, smooth_mm=sm0)
+            s = ichkit.explain.localisation(h, mask, args.tolerance_mm)
+            hits.append(s["hit"])
+            dists.append(s["distance_mm"])
+        compare[Path(path).stem] = {"n": len(hits), "pointing": float(np.mean(hits)), "pointing_ci": wilson(sum(hits), len(hits)),
+                                    "median_distance_mm": float(np.median(dists))}
+        print(f"{Path(path).stem}: pointing {100 * np.mean(hits):.1f} %", flush=True)
+
     # the real scan: what the phantom-trained model looks at in a human head CT
     ge = None
     if GE.is_dir():
         scan = ichkit.read(str(GE))
-        e = ichkit.explain.explain(model, scan, targets)
+        e = ichkit.explain.explain(model, scan, targets, method=configs[0][0], layer=configs[0][1], smooth_mm=configs[0][2])
         ge = {"prediction_ml": e.prediction["volume"]["value"],
               "poor_probability": e.prediction.get("prognosis", {}).get("probability", {}).get("poor", math.nan)}
         for h in e.maps:
@@ -105,30 +129,36 @@ def main():
                         "auc": float(np.nanmean([x["auc"] for x in s]))}
     by_loc = {}
     for r in per_case:
-        by_loc.setdefault(r["location"], []).append(r["scores"][f"volume|{configs[0][0]}|{configs[0][1]}"]["hit"])
+        by_loc.setdefault(r["location"], []).append(r["scores"]["volume|{}|{}|{:g}".format(*configs[0])]["hit"])
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "summary": summary, "ge_head_tilt": ge,
-                                                    "cases": per_case}, indent=1) + "\n")
+                                                    "compare_models": compare, "cases": per_case}, indent=1) + "\n")
     lines = ["# Grad-CAM localisation on the phantom test set", "",
-             f"`scripts/experiment_explain.py`: the joint multi-task model of `scripts/experiment_multitask.py` (seed 0, "
-             f"`{Path(args.model).name}`), its {len(per_case)} test cases (manifest rows {args.first_test}–"
+             f"`scripts/experiment_explain.py`: model `{Path(args.model).name}` of `scripts/experiment_multitask.py`, its {len(per_case)} test cases (manifest rows {args.first_test}–"
              f"{args.first_test + len(rows) - 1}; cohort seed 2023, 256 x 256 x 32 at 0.9 x 0.9 x 5 mm; network input "
              "3 windows at 3 x 3 x 5 mm). Heatmaps are computed on the network grid and carried back onto each scan's grid; "
              "scores against the true hematoma mask on that grid. Pointing game: the heatmap's peak lies in the hematoma "
              f"or within {args.tolerance_mm:g} mm of it (95 % Wilson interval). Energy inside: share of the positive "
              "heatmap inside the hematoma. AUC: the heatmap as a voxel-wise hematoma detector.", "",
-             "| head (target) | method | layer | pointing game | 95 % CI | median peak distance (mm) | energy inside | voxel AUC |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| head (target) | method | layer | smoothing (mm) | pointing game | 95 % CI | median peak distance (mm) | energy inside | voxel AUC |",
+             "|---|---|---|---|---|---|---|---|---|"]
     names = {"volume": "volume (up)", "prognosis": "prognosis ('poor' logit)"}
     for key, s in summary.items():
-        head, method, layer = key.split("|")
-        lines.append(f"| {names[head]} | {method} | {layer} | **{100 * s['pointing']:.1f} %** | "
+        head, method, layer, sm = key.split("|")
+        lines.append(f"| {names[head]} | {method} | {layer} | {sm} | **{100 * s['pointing']:.1f} %** | "
                      f"{100 * s['pointing_ci'][0]:.1f}–{100 * s['pointing_ci'][1]:.1f} % | {s['median_distance_mm']:.1f} | "
                      f"{s['energy_inside']:.3f} | {s['auc']:.3f} |")
-    lines += ["", f"Pointing game of the volume head ({configs[0][0]}, {configs[0][1]}) by hematoma location: " +
+    lines += ["", "Pointing game of the volume head ({}, {}, smoothing {:g} mm) by hematoma location: ".format(*configs[0]) +
               ", ".join(f"{k} {100 * np.mean(v):.0f} % ({len(v)})" for k, v in sorted(by_loc.items())) + ".", ""]
+    if compare:
+        lines += [f"The volume head of other models of the experiment, {method0} at {layer0} (smoothing {sm0:g} mm):", "",
+                  "| model | pointing game | 95 % CI | median peak distance (mm) |", "|---|---|---|---|"]
+        for name, c in compare.items():
+            lines.append(f"| {name} | **{100 * c['pointing']:.1f} %** | {100 * c['pointing_ci'][0]:.1f}–{100 * c['pointing_ci'][1]:.1f} % | "
+                         f"{c['median_distance_mm']:.1f} |")
+        lines.append("")
     if ge:
         lines += [f"Real scan `ge-head-tilt` (GE, 18.5° gantry tilt; no known bleed): the phantom-trained model predicts "
                   f"{ge['prediction_ml']:.1f} mL and P(poor) = {ge['poor_probability']:.2f}; overlays in `docs/explain/`. "

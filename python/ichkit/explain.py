@@ -58,10 +58,12 @@ def _targets(head, target, sign):
 
 
 def explain(model, volumes, targets: Sequence, method: str = "gradcam", layer: str = "", to_scan: bool = True,
-            batch_size: int = 4):
+            batch_size: int = 4, smooth_mm: float = 0.0):
     """Maps for several targets - head names or ``(head, index[, sign])`` tuples - from one forward
-    pass. One Volume gives an Explanation, a list of Volumes a list of them. The GIL is released."""
-    raw = _explain(model, volumes, list(targets), method=method, layer=layer, to_scan=to_scan, batch_size=batch_size)
+    pass. One Volume gives an Explanation, a list of Volumes a list of them. ``smooth_mm``: Gaussian
+    sigma applied to the map on the network grid before it returns to the scan. The GIL is released."""
+    raw = _explain(model, volumes, list(targets), method=method, layer=layer, to_scan=to_scan, batch_size=batch_size,
+                   smooth_mm=smooth_mm)
 
     def one(e):
         return Explanation(e["prediction"], [Heatmap(**m) for m in e["maps"]])
@@ -70,13 +72,13 @@ def explain(model, volumes, targets: Sequence, method: str = "gradcam", layer: s
 
 
 def gradcam(model, volume, head="volume", target: int | None = None, sign: int = +1, layer: str = "",
-            method: str = "gradcam", to_scan: bool = True):
+            method: str = "gradcam", to_scan: bool = True, smooth_mm: float = 0.0):
     """Grad-CAM of one head (or a list of heads, sharing one forward pass) for one scan.
 
     target: class index for a classification head (default: the predicted class); sign: +1 for
     what drives a regression output up, -1 for down; layer: encoder stage ("stem", "layer1" ...
     "layer4", default the last). Returns a Heatmap (a list of them for a list of heads)."""
-    e = explain(model, volume, _targets(head, target, sign), method=method, layer=layer, to_scan=to_scan)
+    e = explain(model, volume, _targets(head, target, sign), method=method, layer=layer, to_scan=to_scan, smooth_mm=smooth_mm)
     return e.maps[0] if isinstance(head, str) else e.maps
 
 
@@ -87,9 +89,9 @@ def gradcam_plus_plus(model, volume, head="volume", target: int | None = None, s
 
 
 def hirescam(model, volume, head="volume", target: int | None = None, sign: int = +1, layer: str = "",
-             to_scan: bool = True):
+             to_scan: bool = True, smooth_mm: float = 0.0):
     """HiResCAM (Draelos & Carin 2020); arguments as gradcam."""
-    return gradcam(model, volume, head, target, sign, layer, method="hirescam", to_scan=to_scan)
+    return gradcam(model, volume, head, target, sign, layer, method="hirescam", to_scan=to_scan, smooth_mm=smooth_mm)
 
 
 def localisation(heatmap, mask, tolerance_mm: float = 10.0) -> dict:

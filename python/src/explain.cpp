@@ -82,14 +82,14 @@ OverlayOptions overlay_options(double level, double width, float alpha, float th
 void bind_explain(py::module_& root) {
   py::module_ m = root.def_submodule("explain", "Grad-CAM / Grad-CAM++ / HiResCAM on the scan grid, scores, overlays.");
   m.def("explain", [](const model::Model& model, const py::object& volumes, const py::object& targets, const std::string& method,
-                      const std::string& layer, bool to_scan, int batch_size) -> py::object {
+                      const std::string& layer, bool to_scan, int batch_size, double smooth_mm) -> py::object {
           const bool single = !py::isinstance<py::list>(volumes) && !py::isinstance<py::tuple>(volumes);
           std::vector<Volume<float>> vs;
           if (single) vs.push_back(as<float>(unwrap(volumes)));
           else
             for (auto v : volumes) vs.push_back(as<float>(unwrap(v)));
           const std::vector<Target> ts = targets_from(targets);
-          const Options o{method_from_string(method), layer, to_scan};
+          const Options o{method_from_string(method), layer, to_scan, smooth_mm};
           std::vector<Explanation> es;
           {
             py::gil_scoped_release nogil;
@@ -107,7 +107,7 @@ void bind_explain(py::module_& root) {
           if (single) return out[0];
           return std::move(out);
         }, py::arg("model"), py::arg("volumes"), py::arg("targets"), py::arg("method") = "gradcam", py::arg("layer") = "",
-        py::arg("to_scan") = true, py::arg("batch_size") = 4,
+        py::arg("to_scan") = true, py::arg("batch_size") = 4, py::arg("smooth_mm") = 0.0,
         R"pbdoc(Heatmaps for one Volume or a list. targets: head names or (head, index[, sign]) tuples.
 Returns {"prediction": ..., "maps": [{"head", "layer", "method", "index", "sign", "score", "raw",
 "normalized", "network", "feature", "peak", "peak_world"}]} per scan. Use ichkit.explain.gradcam.)pbdoc");

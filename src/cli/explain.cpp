@@ -22,7 +22,7 @@ struct ExplainArgs {
   std::vector<std::string> scans, heads;
   int target = -1;
   bool down = false, json = false, no_png = false;
-  double tolerance_mm = 10;
+  double tolerance_mm = 10, smooth_mm = 0;
 };
 
 std::string stem_of(const std::string& path) {
@@ -43,6 +43,7 @@ Runner add_explain(CLI::App& app, Globals& g) {
   cmd->add_flag("--down", a->down, "Explain what drives the output down instead of up");
   cmd->add_option("--layer", a->layer, "Encoder stage: stem, layer1, layer2, layer3, layer4 (default: the last)");
   cmd->add_option("--method", a->method, "gradcam, gradcam++ or hirescam")->capture_default_str();
+  cmd->add_option("--smooth", a->smooth_mm, "Gaussian sigma (mm) applied to the maps on the network grid")->capture_default_str();
   cmd->add_option("--mask", a->mask, "Lesion mask on the scan's grid (one scan): adds localisation scores")->check(CLI::ExistingPath);
   cmd->add_option("--tolerance", a->tolerance_mm, "Pointing-game tolerance in mm (with --mask)")->capture_default_str();
   cmd->add_option("--out", a->out, "Output folder")->required();
@@ -81,7 +82,7 @@ Runner add_explain(CLI::App& app, Globals& g) {
       targets.emplace_back(name, index, a->down ? -1 : +1);
     }
     if (!a->mask.empty() && a->scans.size() != 1) throw InvalidArgument("--mask needs exactly one scan");
-    const explain::Options opts{explain::method_from_string(a->method), a->layer, true};
+    const explain::Options opts{explain::method_from_string(a->method), a->layer, true, a->smooth_mm};
     fs::create_directories(a->out);
     std::vector<json> rows;
     TerminalProgress bar(!g.quiet && !a->json);

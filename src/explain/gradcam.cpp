@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 
 #include "ichkit/core/error.h"
@@ -15,14 +16,13 @@ namespace {
 namespace F = torch::nn::functional;
 using model::MultiTaskNet;
 
-int stage_index(const model::EncoderConfig& enc, const std::string& layer) {
+int stage_index(const std::string& layer) {
   const std::vector<std::string> names = model::EncoderConfig::stage_names();
   if (layer.empty()) return static_cast<int>(names.size()) - 1;
   for (std::size_t k = 0; k < names.size(); ++k)
     if (names[k] == layer) return static_cast<int>(k);
   std::string known;
   for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-  (void)enc;
   throw InvalidArgument("explain: no encoder stage called '" + layer + "' (stages: " + known + ")");
 }
 
@@ -128,7 +128,7 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
                                        const std::vector<preprocess::PipelineResult>& prs,
                                        const std::vector<Target>& targets, const Options& options) {
   MultiTaskNet net = impl.net;  // a handle on the same module
-  const int stage = stage_index(net->config().encoder, options.layer);
+  const int stage = stage_index(options.layer);
   const int last = static_cast<int>(model::EncoderConfig::stage_names().size()) - 1;
   bool reads_all = false;
   for (const auto& h : net->heads()) reads_all = reads_all || h->reads_all_stages();
@@ -185,6 +185,10 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
       h.feature.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
       h.feature_shape = f.sizes().vec();
       h.network = volume_from(up[r], pr.volume);
+      if (options.smooth_mm > 0) {
+        const Eigen::Vector3d sp = h.network.spacing();
+        for (int ax = 0; ax < 3; ++ax) preprocess::detail::gaussian_axis(h.network.data(), h.network.shape(), ax, options.smooth_mm / sp[ax]);
+      }
       h.raw = options.to_scan ? pr.to_scan(h.network, preprocess::Interp::Linear, 0.0) : h.network;
       finish(h);
       result[static_cast<std::size_t>(r)].maps.push_back(std::move(h));
@@ -229,8 +233,9 @@ std::vector<Explanation> explain(const model::Model& model, const std::vector<Vo
                                  const std::vector<Target>& targets, const Options& options, int batch_size) {
   if (batch_size < 1) throw InvalidArgument("explain: batch_size must be >= 1");
   if (targets.empty()) throw InvalidArgument("explain: no target (give at least one head)");
+  if (!(options.smooth_mm >= 0) || !std::isfinite(options.smooth_mm)) throw InvalidArgument("explain: smooth_mm must be >= 0");
   const model::Model::Impl& impl = *model.impl();
-  stage_index(impl.net->config().encoder, options.layer);  // fail early on a bad layer name
+  stage_index(options.layer);  // fail early on a bad layer name
   std::vector<Explanation> out(scans.size());
   std::vector<torch::Tensor> xs;
   std::vector<preprocess::PipelineResult> prs;
@@ -256,16 +261,16 @@ std::vector<Explanation> explain(const model::Model& model, const std::vector<Vo
 
 GradCam::GradCam(model::Model model, std::string layer, Method method)
     : model_(std::move(model)), layer_(std::move(layer)), method_(method) {
-  stage_index(model_.impl()->net->config().encoder, layer_);
+  stage_index(layer_);
 }
 
 Explanation GradCam::explain(const Volume<float>& scan, const std::vector<Target>& targets, bool to_scan) const {
-  return explain::explain(model_, scan, targets, Options{method_, layer_, to_scan});
+  return explain::explain(model_, scan, targets, Options{method_, layer_, to_scan, 0});
 }
 
 std::vector<Explanation> GradCam::explain(const std::vector<Volume<float>>& scans, const std::vector<Target>& targets,
                                           bool to_scan, int batch_size) const {
-  return explain::explain(model_, scans, targets, Options{method_, layer_, to_scan}, batch_size);
+  return explain::explain(model_, scans, targets, Options{method_, layer_, to_scan, 0}, batch_size);
 }
 
 }  // namespace ichkit::explain

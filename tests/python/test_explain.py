@@ -244,3 +244,21 @@ def test_overlay_is_radiological_png(tmp_path):
     back = mpimg.imread(str(path))
     # square 2 mm pixels: axial 40 x 40, coronal and sagittal 40 x 25 (10 slices of 5 mm), 4-pixel gaps
     assert back.shape == (40, 3 * 40 + 2 * 4, 3)
+
+
+def test_smoothing_is_a_gaussian_on_the_network_grid(model_and_mirror, case):
+    from scipy.ndimage import gaussian_filter1d
+
+    m, _ = model_and_mirror
+    plain = ichkit.explain.gradcam(m, case["image"], head="volume", method="hirescam", layer="stem")
+    smooth = ichkit.explain.gradcam(m, case["image"], head="volume", method="hirescam", layer="stem", smooth_mm=6.0)
+    np.testing.assert_array_equal(smooth.feature, plain.feature)  # the stage's own map is untouched
+    want = plain.network.array.astype(np.float64)
+    for axis, spacing in enumerate(np.linalg.norm(plain.network.affine[:3, :3], axis=0)):
+        sigma = 6.0 / spacing
+        # ichkit's kernel reaches ceil(3 sigma) voxels; scipy's int(truncate sigma + 0.5)
+        want = gaussian_filter1d(want, sigma, axis=axis, mode="reflect", truncate=np.ceil(3 * sigma) / sigma)
+    assert_close(smooth.network.array, want, "smoothed network map", rtol=1e-4)
+    assert np.abs(smooth.network.array - plain.network.array).max() > 1e-3 * np.abs(want).max()
+    with pytest.raises(ichkit.InvalidArgument, match="smooth_mm"):
+        ichkit.explain.gradcam(m, case["image"], smooth_mm=-1)

@@ -62,6 +62,10 @@ struct Options {
   /// Carry the maps back onto the scan grid (otherwise `raw` / `normalized` stay on the
   /// network grid).
   bool to_scan = true;
+  /// Gaussian smoothing of the map on the network grid (sigma in mm, 0 = none; mirror
+  /// boundary), before it goes back to the scan grid: fine-stage maps (HiResCAM at the stem)
+  /// carry single-voxel gradient spikes that smoothing keeps from winning the peak.
+  double smooth_mm = 0;
 };
 
 /// One map for one scan and one target.
