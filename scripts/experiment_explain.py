@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["gradcam", "gradcam++", "hirescam"])
     ap.add_argument("--smooth-mm", type=float, nargs="+", default=[0.0],
                     help="Gaussian sigmas (mm) on the network grid; each is a configuration")
-    ap.add_argument("--overlays", type=int, default=4, help="test cases drawn into docs/explain/")
+    ap.add_argument("--overlays", type=int, default=2, help="test cases drawn into docs/explain/")
     ap.add_argument("--compare-models", nargs="*", default=[],
                     help="more model files scored with the first configuration only (the volume head)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "phantom-gradcam"))
@@ -115,8 +115,9 @@ def main():
         ge = {"prediction_ml": e.prediction["volume"]["value"],
               "poor_probability": e.prediction.get("prognosis", {}).get("probability", {}).get("poor", math.nan)}
         for h in e.maps:
-            ichkit.explain.save_overlay(figures / f"ge-head-tilt-{h.head}-montage.png", scan, h, kind="montage")
-            ichkit.explain.save_overlay(figures / f"ge-head-tilt-{h.head}-ortho.png", scan, h, kind="orthogonal")
+            # 1 mm pixels: the scan's 0.49 mm would make 3,000-pixel-wide montages
+            ichkit.explain.save_overlay(figures / f"ge-head-tilt-{h.head}-montage.png", scan, h, kind="montage", pixel_mm=1.0)
+            ichkit.explain.save_overlay(figures / f"ge-head-tilt-{h.head}-ortho.png", scan, h, kind="orthogonal", pixel_mm=1.0)
             ichkit.write_nifti(h.normalized, str(ROOT / "build" / f"ge-head-tilt-{h.head}-heatmap.nii.gz"))
 
     summary = {}

@@ -49,7 +49,8 @@ private:
   std::chrono::steady_clock::time_point start_, last_;
 };
 
-/// The default model file: $ICHKIT_MODEL, else share/ichkit/models/default.ichkit beside the
+/// The default model file: $ICHKIT_MODEL (an error when it is not a file), else
+/// share/ichkit/models/default.ichkit beside the
 /// installed command, else the source tree's python/ichkit/models/default.ichkit; InvalidArgument
 /// naming the places looked at when there is none.
 std::string default_model_path();

@@ -68,7 +68,7 @@ std::string default_model_path() {
   std::vector<fs::path> tried;
   if (const char* env = std::getenv("ICHKIT_MODEL"); env && *env) {
     if (fs::is_regular_file(env)) return env;
-    tried.push_back(env);
+    throw InvalidArgument(std::string("$ICHKIT_MODEL names '") + env + "', which is not a file");
   }
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);

@@ -95,14 +95,22 @@ def test_predict_explain_writes_heatmaps_beside_predictions(cli, work):
     assert r.returncode == 1 and "--explain needs --out" in r.stderr
 
 
-def test_predict_uses_the_default_model(cli, work, monkeypatch):
+def test_predict_uses_the_default_model(cli, work):
     import os
 
     env = dict(os.environ, ICHKIT_MODEL=str(work / "m.ichkit"))
     r = subprocess.run([cli, "predict", str(work / "scan.nii.gz"), "--json"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "volume" in json.loads(r.stdout)[0]
-    env["ICHKIT_MODEL"] = str(work / "missing.ichkit")
+    want = ichkit.model.Model.load(str(work / "m.ichkit")).predict(ichkit.read(str(work / "scan.nii.gz")))
+    assert json.loads(r.stdout)[0]["volume"] == pytest.approx(want["volume"]["value"], rel=1e-5)
+    # without $ICHKIT_MODEL: the model shipped with the package (installed beside the command)
+    env.pop("ICHKIT_MODEL")
+    r = subprocess.run([cli, "predict", str(work / "scan.nii.gz"), "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    shipped = ichkit.model.default_model()
+    assert shipped.head_names == ["volume", "prognosis", "seg"]
+    want = shipped.predict(ichkit.read(str(work / "scan.nii.gz")))
+    assert json.loads(r.stdout)[0]["volume"] == pytest.approx(want["volume"]["value"], rel=1e-5)
+    env["ICHKIT_MODEL"] = str(work / "missing.ichkit")  # a wrong override is an error, not a silent fallback
     r = subprocess.run([cli, "predict", str(work / "scan.nii.gz")], capture_output=True, text=True, env=env, timeout=600)
-    if r.returncode != 0:  # no model shipped in this tree: a clear message naming where it looked
-        assert "no default model found" in r.stderr and "missing.ichkit" in r.stderr
+    assert r.returncode == 1 and "missing.ichkit" in r.stderr and "not a file" in r.stderr
