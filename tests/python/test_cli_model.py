@@ -88,7 +88,7 @@ def test_errors_and_usage(cli, work, tmp_path):
     assert r.returncode == 2
     r = run(cli, "train", "--manifest", str(work / "c" / "manifest.csv"), "--out", str(tmp_path / "x"), "--mode", "nope")
     assert r.returncode == 2
-    for sub in ("train", "evaluate", "predict"):
+    for sub in ("train", "evaluate", "predict", "explain", "demo", "convert"):
         h = run(cli, sub, "--help")
         assert h.returncode == 0 and "Example" in h.stdout
 
