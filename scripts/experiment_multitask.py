@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--net-shape", type=int, nargs=3, default=[64, 64, 32])
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "phantom-multitask"))
+    ap.add_argument("--report-only", action="store_true", help="write the report from the finished runs; train nothing")
     args = ap.parse_args()
 
     data = Path(args.data)
@@ -103,6 +104,8 @@ def main():
                 results.setdefault(name, []).append(json.loads(record.read_text()))
                 print(f"{name} seed {seed}: done before ({record.name})", flush=True)
                 report()
+                continue
+            if args.report_only:
                 continue
             t = time.time()
             o = {"epochs": args.epochs, "head_epochs": args.head_epochs, "batch_size": 8, "lr": 2e-3, "head_lr": 2e-3,
@@ -147,7 +150,7 @@ def write_report(args, results):
         vol = [r for r in runs if "volume" in r["metrics"]]
         small = [small_mae(r["rows"], "volume") for r in vol]
         ci = runs[0]["metrics"].get("prognosis", {}).get("auc_ci")
-        lines.append(f"| {name} | {mean_sd(g('volume', 'mae'))} | {mean_sd(g('volume', 'rmse'))} | {mean_sd(g('volume', 'r2'))} | "
+        lines.append(f"| {name} ({len(runs)} seed{'s' if len(runs) > 1 else ''}) | {mean_sd(g('volume', 'mae'))} | {mean_sd(g('volume', 'rmse'))} | {mean_sd(g('volume', 'r2'))} | "
                      f"{mean_sd(g('volume', 'icc2_1'))} | {mean_sd(g('volume', 'icc3_1'))} | {mean_sd(small)} | "
                      f"{mean_sd(g('prognosis', 'auc'))} | {'n/a' if not ci else f'{ci[0]:.3f}–{ci[1]:.3f}'} | "
                      f"{mean_sd(g('prognosis', 'accuracy'))} | {mean_sd(g('prognosis', 'f1'))} |")
