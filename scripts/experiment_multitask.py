@@ -165,7 +165,10 @@ def write_report(args, results):
     first = next(iter(results.values()))[0]
     done = sum(len(v) for v in results.values())
     if done < len(args.configs) * args.seeds:
-        lines.insert(2, f"**Partial: {done} of {len(args.configs) * args.seeds} runs done.**\n")
+        missing = [f"{n} ({args.seeds - len(results.get(n, []))} of {args.seeds} seeds)" for n in args.configs
+                   if len(results.get(n, [])) < args.seeds]
+        lines.insert(2, f"**Partial: {done} of {len(args.configs) * args.seeds} runs done; not yet run: {', '.join(missing)}.** "
+                        "The script resumes where it stopped.\n")
     if "abc2_true_mask" in first["metrics"]:
         a = first["metrics"]["abc2_true_mask"]
         lines.append(f"| ABC/2 of the true mask (baseline) | {a['mae']:.3f} | {a['rmse']:.3f} | {a['r2']:.3f} | "
