@@ -58,7 +58,7 @@ def _predict_one(item: dict, model_bytes: bytes, digest: str, threads: int, expl
             m = _MODELS[digest] = ichkit.model.Model.from_bytes(model_bytes)
         vol = ichkit.read(item["scan"])
         if explain_dir:
-            heads = [h for h in m.head_names if m.config["heads"][m.head_names.index(h)]["type"] != "segmentation"]
+            heads = [h["name"] for h in m.config["heads"] if h["type"] != "segmentation"]
             e = ichkit.explain.explain(m, vol, heads)
             pred = e.prediction
             for h in e.maps:

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ichkit/core/progress.h"
+#include "ichkit/explain/gradcam.h"
 
 namespace ichkit::cli {
 
@@ -54,6 +55,13 @@ private:
 /// installed command, else the source tree's python/ichkit/models/default.ichkit; InvalidArgument
 /// naming the places looked at when there is none.
 std::string default_model_path();
+
+/// A scan path's name without extensions ("dir/case.nii.gz" -> "case", "dicom_folder/" -> "dicom_folder").
+std::string stem_of(const std::string& path);
+/// Write a map's normalised heatmap as <base>_heatmap.nii.gz and, with `png`, the
+/// <base>_montage.png and <base>_ortho.png overlays (lesion outline when not empty); returns the paths.
+std::vector<std::string> write_heatmap(const std::string& base, const Volume<float>& scan, const explain::Heatmap& h,
+                                       const Volume<std::uint8_t>& lesion, bool png);
 
 /// Format a number with fixed decimals.
 std::string fixed(double v, int decimals);

@@ -25,13 +25,26 @@ struct ExplainArgs {
   double tolerance_mm = 10, smooth_mm = 0;
 };
 
+}  // namespace
+
 std::string stem_of(const std::string& path) {
   std::string s = fs::path(path).filename().string();
   if (s.empty()) s = fs::path(path).parent_path().filename().string();  // "folder/"
   return s.substr(0, s.find('.'));
 }
 
-}  // namespace
+std::vector<std::string> write_heatmap(const std::string& base, const Volume<float>& scan, const explain::Heatmap& h,
+                                       const Volume<std::uint8_t>& lesion, bool png) {
+  std::vector<std::string> files{base + "_heatmap.nii.gz"};
+  io::write_nifti(h.normalized, files[0]);
+  if (png) {
+    files.push_back(base + "_montage.png");
+    files.push_back(base + "_ortho.png");
+    explain::write_png(files[1], explain::render_montage(scan, h.normalized, lesion));
+    explain::write_png(files[2], explain::render_orthogonal(scan, h.normalized, lesion, {}, h.peak));
+  }
+  return files;
+}
 
 Runner add_explain(CLI::App& app, Globals& g) {
   auto a = std::make_shared<ExplainArgs>();
@@ -82,6 +95,12 @@ Runner add_explain(CLI::App& app, Globals& g) {
       targets.emplace_back(name, index, a->down ? -1 : +1);
     }
     if (!a->mask.empty() && a->scans.size() != 1) throw InvalidArgument("--mask needs exactly one scan");
+    Volume<std::uint8_t> lesion;  // read once; scored against every map
+    if (!a->mask.empty()) {
+      const Volume<float> mf = io::read(a->mask);
+      lesion = Volume<std::uint8_t>(mf.shape(), mf.geometry());
+      for (std::size_t x = 0; x < mf.size(); ++x) lesion.data()[x] = mf.data()[x] > 0.5f;
+    }
     const explain::Options opts{explain::method_from_string(a->method), a->layer, true, a->smooth_mm};
     fs::create_directories(a->out);
     std::vector<json> rows;
@@ -98,25 +117,17 @@ Runner add_explain(CLI::App& app, Globals& g) {
       }
       for (const explain::Heatmap& h : e.maps) {
         const std::string base = (fs::path(a->out) / (stem + "_" + h.head)).string();
-        io::write_nifti(h.normalized, base + "_heatmap.nii.gz");
+        const std::vector<std::string> files = write_heatmap(base, scan, h, lesion, !a->no_png);
         io::write_nifti(h.raw, base + "_raw.nii.gz");
         json j{{"head", h.head}, {"layer", h.layer}, {"method", h.method}, {"index", h.index}, {"sign", h.sign}, {"score", h.score},
                {"peak_voxel", {h.peak[0], h.peak[1], h.peak[2]}}, {"peak_world_mm", {h.peak_world[0], h.peak_world[1], h.peak_world[2]}},
                {"heatmap", base + "_heatmap.nii.gz"}, {"raw", base + "_raw.nii.gz"}};
-        Volume<std::uint8_t> lesion;
         if (!a->mask.empty()) {
-          const Volume<float> mf = io::read(a->mask);
-          lesion = Volume<std::uint8_t>(mf.shape(), mf.geometry());
-          for (std::size_t x = 0; x < mf.size(); ++x) lesion.data()[x] = mf.data()[x] > 0.5f;
           const explain::LocalisationScores s = explain::localisation(h.normalized, lesion, a->tolerance_mm);
           j["scores"] = {{"hit", s.pointing.hit}, {"distance_mm", s.pointing.distance_mm}, {"energy_inside", s.energy_inside},
                          {"auc", s.auc}, {"tolerance_mm", a->tolerance_mm}};
         }
-        if (!a->no_png) {
-          explain::write_png(base + "_montage.png", explain::render_montage(scan, h.normalized, lesion));
-          explain::write_png(base + "_ortho.png", explain::render_orthogonal(scan, h.normalized, lesion, {}, h.peak));
-          j["png"] = {base + "_montage.png", base + "_ortho.png"};
-        }
+        if (!a->no_png) j["png"] = {files[1], files[2]};
         row["maps"].push_back(j);
       }
       rows.push_back(row);

@@ -10,7 +10,6 @@
 #include "ichkit/io/nifti.h"
 #include "ichkit/io/read.h"
 #include "ichkit/explain/gradcam.h"
-#include "ichkit/explain/overlay.h"
 #include "ichkit/model/train.h"
 
 namespace ichkit::cli {
@@ -257,15 +256,10 @@ Runner add_predict(CLI::App& app, Globals& g) {
       if (a->explain) ex = explain::explain(m, scan, targets, eo);  // the prediction comes with the maps
       const model::Prediction p = a->explain ? ex.prediction : m.predict(scan);
       json row{{"scan", path}};
-      const std::string stem = fs::path(path).filename().empty() ? fs::path(path).parent_path().filename().string()
-                                                                  : fs::path(path).filename().string();
+      const std::string stem = stem_of(path);
       for (const explain::Heatmap& h : ex.maps) {
         fs::create_directories(a->out);
-        const std::string base = (fs::path(a->out) / (stem.substr(0, stem.find('.')) + "_" + h.head)).string();
-        io::write_nifti(h.normalized, base + "_heatmap.nii.gz");
-        explain::write_png(base + "_montage.png", explain::render_montage(scan, h.normalized));
-        explain::write_png(base + "_ortho.png", explain::render_orthogonal(scan, h.normalized, {}, {}, h.peak));
-        row[h.head + "_heatmap"] = base + "_heatmap.nii.gz";
+        row[h.head + "_heatmap"] = write_heatmap((fs::path(a->out) / (stem + "_" + h.head)).string(), scan, h, {}, true).at(0);
       }
       for (const model::HeadPrediction& h : p.heads) {
         if (h.type == "segmentation") {
@@ -273,7 +267,7 @@ Runner add_predict(CLI::App& app, Globals& g) {
           row[h.name + "_abc2_ml"] = h.abc2_ml;
           if (!a->out.empty()) {
             fs::create_directories(a->out);
-            const std::string mpath = (fs::path(a->out) / (stem.substr(0, stem.find('.')) + "_" + h.name + ".nii.gz")).string();
+            const std::string mpath = (fs::path(a->out) / (stem + "_" + h.name + ".nii.gz")).string();
             io::write_nifti<std::uint8_t>(h.mask, mpath);
             row[h.name + "_mask"] = mpath;
           }
