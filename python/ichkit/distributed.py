@@ -46,6 +46,14 @@ def _model_bytes(model) -> bytes:
     return model.to_bytes()
 
 
+def _explain_dir(explain_dir: Optional[str]) -> Optional[str]:
+    """The heatmap folder, created, as an absolute path (workers may run elsewhere)."""
+    if not explain_dir:
+        return None
+    Path(explain_dir).mkdir(parents=True, exist_ok=True)
+    return str(Path(explain_dir).resolve())
+
+
 def _predict_one(item: dict, model_bytes: bytes, digest: str, threads: int, explain_dir: Optional[str]) -> dict:
     import ichkit
 
@@ -99,9 +107,7 @@ def predict_cohort(manifest: Union[str, os.PathLike, Sequence[Any]], model, clie
         info = client.scheduler_info().get("workers", {})
         per = [w.get("nthreads", 1) for w in info.values()] or [1]
         threads = max(1, (os.cpu_count() or 1) // max(1, sum(per)))
-    if explain_dir:
-        Path(explain_dir).mkdir(parents=True, exist_ok=True)
-        explain_dir = str(Path(explain_dir).resolve())
+    explain_dir = _explain_dir(explain_dir)
     [shared] = client.scatter([data], broadcast=True)
     futures = [client.submit(_predict_one, it, shared, digest, threads, explain_dir, pure=False) for it in items]
     rows = client.gather(futures)
@@ -117,6 +123,7 @@ def predict_serial(manifest, model, *, explain_dir: Optional[str] = None) -> Lis
     items = _rows_from(manifest)
     data = _model_bytes(model)
     digest = hashlib.sha256(data).hexdigest()
+    explain_dir = _explain_dir(explain_dir)
     return [_predict_one(it, data, digest, 0, explain_dir) for it in items]
 
 

@@ -54,3 +54,14 @@ def test_cohort_on_local_cluster_equals_serial(cohort, tmp_path):
         p = m.predict(ichkit.read(r["scan"]))
         assert r["volume"] == pytest.approx(p["volume"]["value"], rel=1e-5)
     json.dumps(rows)  # rows are plain JSON-able values
+
+
+def test_explain_dir_writes_one_heatmap_per_head_and_scan(cohort, tmp_path):
+    manifest, model = cohort
+    rows = ichkit.distributed.predict_serial(str(manifest), str(model), explain_dir=str(tmp_path / "maps"))
+    good = [r for r in rows if r["ok"]]
+    assert len(good) == 20
+    for r in good:
+        for head in ("volume", "prognosis"):
+            h = ichkit.read(r[f"{head}_heatmap"])
+            assert h.shape == ichkit.read(r["scan"]).shape
