@@ -231,31 +231,16 @@ Explanation explain(const model::Model& model, const Volume<float>& scan, const 
 
 std::vector<Explanation> explain(const model::Model& model, const std::vector<Volume<float>>& scans,
                                  const std::vector<Target>& targets, const Options& options, int batch_size) {
-  if (batch_size < 1) throw InvalidArgument("explain: batch_size must be >= 1");
   if (targets.empty()) throw InvalidArgument("explain: no target (give at least one head)");
   if (!(options.smooth_mm >= 0) || !std::isfinite(options.smooth_mm)) throw InvalidArgument("explain: smooth_mm must be >= 0");
   const model::Model::Impl& impl = *model.impl();
   stage_index(options.layer);  // fail early on a bad layer name
   std::vector<Explanation> out(scans.size());
-  std::vector<torch::Tensor> xs;
-  std::vector<preprocess::PipelineResult> prs;
-  std::vector<std::size_t> idx;
-  auto flush = [&] {
-    if (xs.empty()) return;
-    std::vector<Explanation> e = explain_batch(impl, xs.size() == 1 ? xs[0] : torch::cat(xs, 0), prs, targets, options);
+  impl.for_each_batch(scans, batch_size, [&](const torch::Tensor& x, const std::vector<preprocess::PipelineResult>& prs,
+                                             const std::vector<std::size_t>& idx) {
+    std::vector<Explanation> e = explain_batch(impl, x, prs, targets, options);
     for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = std::move(e[r]);
-    xs.clear();
-    prs.clear();
-    idx.clear();
-  };
-  for (std::size_t k = 0; k < scans.size(); ++k) {
-    auto [x, pr] = impl.prepare(scans[k]);
-    if (!xs.empty() && (xs.back().sizes() != x.sizes() || static_cast<int>(xs.size()) >= batch_size)) flush();
-    xs.push_back(x);
-    prs.push_back(std::move(pr));
-    idx.push_back(k);
-  }
-  flush();
+  });
   return out;
 }
 

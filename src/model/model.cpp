@@ -421,30 +421,35 @@ MultiTaskNetImpl::Output Model::Impl::infer(const torch::Tensor& x) const {
 
 Prediction Model::predict(const Volume<float>& scan) const { return predict(std::vector<Volume<float>>{scan}, 1).at(0); }
 
-std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, int batch_size) const {
-  if (batch_size < 1) throw InvalidArgument("predict: batch_size must be >= 1");
-  std::vector<Prediction> out(scans.size());
-  // scans are preprocessed once each, in order; consecutive scans of one network-input shape
-  // share a forward pass of up to batch_size
+void Model::Impl::for_each_batch(const std::vector<Volume<float>>& scans, int batch_size, const BatchFn& run) const {
+  if (batch_size < 1) throw InvalidArgument("batch_size must be >= 1");
   std::vector<torch::Tensor> xs;
   std::vector<preprocess::PipelineResult> prs;
   std::vector<std::size_t> idx;
   auto flush = [&] {
     if (xs.empty()) return;
-    MultiTaskNetImpl::Output o = impl_->infer(xs.size() == 1 ? xs[0] : torch::cat(xs, 0));
-    for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
+    run(xs.size() == 1 ? xs[0] : torch::cat(xs, 0), prs, idx);
     xs.clear();
     prs.clear();
     idx.clear();
   };
   for (std::size_t s = 0; s < scans.size(); ++s) {
-    auto [x, pr] = impl_->prepare(scans[s]);
+    auto [x, pr] = prepare(scans[s]);
     if (!xs.empty() && (x.sizes() != xs.front().sizes() || static_cast<int>(xs.size()) == batch_size)) flush();
     xs.push_back(x);
     prs.push_back(std::move(pr));
     idx.push_back(s);
   }
   flush();
+}
+
+std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, int batch_size) const {
+  std::vector<Prediction> out(scans.size());
+  impl_->for_each_batch(scans, batch_size, [&](const torch::Tensor& x, const std::vector<preprocess::PipelineResult>& prs,
+                                               const std::vector<std::size_t>& idx) {
+    MultiTaskNetImpl::Output o = impl_->infer(x);
+    for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
+  });
   return out;
 }
 

@@ -2,6 +2,7 @@
 /// \file impl.h
 /// The LibTorch side of ichkit::model::Model, for the trainer and the explainer (includes
 /// <torch/torch.h>; not needed to load and predict).
+#include <functional>
 #include <mutex>
 
 #include "ichkit/model/model.h"
@@ -31,6 +32,12 @@ public:
   /// Network input for one scan: (1, C, D, H, W) float32 and the pipeline result (for the
   /// way back to the scan grid).
   std::pair<torch::Tensor, preprocess::PipelineResult> prepare(const Volume<float>& scan) const;
+  /// Preprocess `scans` once each, in order, and call `run` with each batch: consecutive scans
+  /// whose network input has one shape, up to batch_size of them, as one (N, C, D, H, W) tensor
+  /// with their pipeline results and their indices in `scans`.
+  using BatchFn = std::function<void(const torch::Tensor& x, const std::vector<preprocess::PipelineResult>& prs,
+                                     const std::vector<std::size_t>& idx)>;
+  void for_each_batch(const std::vector<Volume<float>>& scans, int batch_size, const BatchFn& run) const;
   /// Turn raw head outputs of a batch into predictions (row `row`, pipeline result `pr`).
   Prediction decode(const MultiTaskNetImpl::Output& out, std::int64_t row, const preprocess::PipelineResult& pr) const;
 };
