@@ -14,8 +14,10 @@ from ._core import (  # noqa: F401
     IoError,
     ResourceError,
     Volume,
+    memory_budget,
     num_threads,
     runtime_info,
+    set_memory_budget,
     set_num_threads,
 )
 from ._core import __version__  # noqa: F401
@@ -39,6 +41,7 @@ __all__ = [
     "list_series",
     "metrics",
     "model",
+    "memory_budget",
     "num_threads",
     "phantom",
     "preprocess",
@@ -46,6 +49,7 @@ __all__ = [
     "read_dicom",
     "read_nifti",
     "runtime_info",
+    "set_memory_budget",
     "set_num_threads",
     "train",
     "write_nifti",

@@ -179,6 +179,10 @@ void bind_core(py::module_& m) {
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Threads used by ichkit's kernels and LibTorch (n <= 0: all cores).");
   m.def("num_threads", &num_threads, "Threads ichkit's kernels use.");
+  m.def("set_memory_budget", &set_memory_budget, py::arg("bytes"),
+        "Largest voxel buffer one allocation may take; bigger volumes (a hostile header, a pipeline's "
+        "shape) raise ichkit.ResourceError before anything is allocated.");
+  m.def("memory_budget", &memory_budget, "The per-allocation voxel budget in bytes (default: physical memory).");
   m.def("runtime_info", [] {
     RuntimeInfo r = runtime_info();
     py::dict d;

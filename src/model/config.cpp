@@ -2,12 +2,33 @@
 /// ModelConfig <-> JSON, with validation that names the offending field.
 #include "ichkit/model/config.h"
 
+#include <algorithm>
 #include <set>
 
 #include "ichkit/core/error.h"
 #include "ichkit/preprocess/pipeline.h"
 
 namespace ichkit::model {
+
+std::uint64_t EncoderConfig::conv_weight_count() const {
+  const std::vector<int> blocks = depth == 10 ? std::vector<int>{1, 1, 1, 1}
+                                  : depth == 34 ? std::vector<int>{3, 4, 6, 3}
+                                                : std::vector<int>{2, 2, 2, 2};
+  const std::vector<int> ch = stage_channels();
+  auto u = [](int v) { return static_cast<std::uint64_t>(std::max(v, 0)); };
+  std::uint64_t n = u(in_channels) * u(width) * u(stem_kernel[0]) * u(stem_kernel[1]) * u(stem_kernel[2]);
+  std::uint64_t in = u(width);
+  for (int s = 0; s < 4; ++s) {
+    const std::uint64_t out = u(ch[s + 1]);
+    for (int b = 0; b < blocks[s]; ++b) {
+      const std::uint64_t cin = b == 0 ? in : out;
+      n += cin * out * 27 + out * out * 27;
+      if (b == 0 && (s > 0 || cin != out)) n += cin * out;  // 1x1x1 downsample
+    }
+    in = out;
+  }
+  return n;
+}
 namespace {
 using json = nlohmann::json;
 

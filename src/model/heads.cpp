@@ -33,7 +33,7 @@ public:
   void build(nn::Module& owner, int64_t in, int64_t out, const HeadConfig& c) {
     const int64_t hidden = param<int64_t>(c, "hidden", 0);
     const double dropout = param<double>(c, "dropout", 0.0);
-    if (hidden < 0) throw InvalidArgument("head '" + c.name + "': hidden must be >= 0");
+    if (hidden < 0 || hidden > 4096) throw InvalidArgument("head '" + c.name + "': hidden must be in [0, 4096]");
     if (!(dropout >= 0 && dropout < 1)) throw InvalidArgument("head '" + c.name + "': dropout must be in [0, 1)");
     if (hidden > 0) {
       fc1_ = owner.register_module("fc1", nn::Linear(in, hidden));

@@ -317,6 +317,15 @@ Model Model::from_bytes(const std::string& s, const LoadOptions& options) {
   detail::Bundle b = detail::read_bundle(s, kMagic, kModelFormatVersion, "model file");
   if (!b.header.contains("config")) throw FormatError("model file: header lacks the model config");
   ModelConfig cfg = ModelConfig::from_json(b.header.at("config"));
+  // The network is built from the config before its weights are copied in; a config that
+  // describes far more weights than the file holds is refused first, so a small hostile file
+  // cannot make the constructor allocate gigabytes. (The slack leaves ordinary mismatches, such
+  // as one missing weight, to load_state's precise message.)
+  std::uint64_t held = 0;
+  for (const auto& [name, t] : b.tensors) held += static_cast<std::uint64_t>(t.numel());
+  if (cfg.encoder.conv_weight_count() > 2 * held + (std::uint64_t(1) << 20))
+    throw FormatError("model file: its config describes an encoder of " + std::to_string(cfg.encoder.conv_weight_count()) +
+                      " convolution weights, but the file holds only " + std::to_string(held) + " values");
   Model m;
   m.impl_ = std::make_shared<Impl>();
   init_runtime();
@@ -428,7 +437,16 @@ void Model::Impl::for_each_batch(const std::vector<Volume<float>>& scans, int ba
   std::vector<std::size_t> idx;
   auto flush = [&] {
     if (xs.empty()) return;
-    run(xs.size() == 1 ? xs[0] : torch::cat(xs, 0), prs, idx);
+    try {
+      run(xs.size() == 1 ? xs[0] : torch::cat(xs, 0), prs, idx);
+    } catch (const c10::Error& e) {
+      // e.g. a network input smaller than the encoder's strides allow: ichkit's error type,
+      // with LibTorch's first line
+      const std::string what = e.what_without_backtrace();
+      throw InvalidArgument("the network cannot run on this input (shape " + std::to_string(xs.front().size(2)) + "x" +
+                            std::to_string(xs.front().size(3)) + "x" + std::to_string(xs.front().size(4)) +
+                            " (D, H, W) after the pipeline): " + what.substr(0, what.find('\n')));
+    }
     xs.clear();
     prs.clear();
     idx.clear();

@@ -24,6 +24,7 @@ Pipeline& Pipeline::add(Step s) {
 }
 
 Pipeline& Pipeline::reorient(const std::string& code) {
+  (void)parse_orientation_code(code);  // a bad code is refused when the pipeline is built, not at run time
   Step s;
   s.op = "reorient";
   s.text = code;

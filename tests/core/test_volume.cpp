@@ -47,6 +47,18 @@ TEST_CASE("volume: overflowing dimensions are refused before allocation") {
   CHECK_THROWS_AS(Volume<float>::uninitialized({huge, huge, 2}), ResourceError);
 }
 
+TEST_CASE("volume: the memory budget refuses a large buffer before allocation, and can be raised") {
+  const std::uint64_t before = memory_budget();
+  CHECK(before > (std::uint64_t(256) << 20));
+  set_memory_budget(std::uint64_t(1) << 20);  // 1 MiB: 262,144 floats
+  CHECK_NOTHROW(Volume<float>({64, 64, 64}));
+  CHECK_THROWS_WITH_AS(Volume<float>({64, 64, 65}), doctest::Contains("over the memory budget of 1 MiB"), ResourceError);
+  CHECK_NOTHROW(Volume<std::uint8_t>({64, 64, 256}));
+  CHECK_THROWS_AS(set_memory_budget(0), InvalidArgument);
+  set_memory_budget(before);
+  CHECK_NOTHROW(Volume<float>({64, 64, 65}));
+}
+
 TEST_CASE("volume: cast keeps the grid; AnyVolume converts") {
   Geometry g = Geometry::from_spacing({0.5, 0.5, 5});
   Volume<std::int16_t> v({3, 3, 3}, g, -1000);

@@ -41,6 +41,11 @@ TEST_CASE("net: stage shapes and block counts of ResNet-10/18/34") {
                                       : depth == 18 ? std::vector<int64_t>{2, 2, 2, 2}
                                                     : std::vector<int64_t>{3, 4, 6, 3};
     for (int s = 0; s < 4; ++s) CHECK(count_blocks(net, "layer" + std::to_string(s + 1)) == want[s]);
+    // the size check model files make before building: exactly the encoder's conv weights
+    std::uint64_t convs = 0;
+    for (const auto& p : net->encoder()->named_parameters(true))
+      if (p.value().dim() == 5) convs += static_cast<std::uint64_t>(p.value().numel());
+    CHECK(tiny(depth).encoder.conv_weight_count() == convs);
     net->eval();
     torch::NoGradGuard ng;
     auto out = net->forward(torch::randn({2, 2, 8, 32, 32}));

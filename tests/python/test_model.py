@@ -154,6 +154,13 @@ def corrupt_variants(good: bytes):
     h2 = json.loads(json.dumps(header))
     h2["config"]["encoder"]["depth"] = 50
     v["an unknown depth"] = (encode(h2, tensors), "depth")
+    # hostile configs in a small file: refused before the network is allocated
+    h2 = json.loads(json.dumps(header))
+    h2["config"]["encoder"]["width"] = 1024
+    v["an encoder of billions of weights in a small file"] = (encode(h2, tensors), "describes an encoder of")
+    h2 = json.loads(json.dumps(header))
+    h2["config"]["heads"][0]["params"]["hidden"] = 10**9
+    v["a head with a billion hidden units"] = (encode(h2, tensors), "hidden must be in [0, 4096]")
     return v
 
 
@@ -168,6 +175,25 @@ def test_corrupt_model_files_are_refused_with_clear_errors(model, tmp_path):
         assert needle in str(e.value), (what, str(e.value))
         assert str(path) in str(e.value)  # the message names the file
         assert isinstance(e.value, ValueError)
+
+
+def test_a_pipeline_asking_for_a_huge_grid_is_refused_before_allocation(model, scan):
+    _, header, tensors = decode(model.to_bytes())
+    h2 = json.loads(json.dumps(header))
+    h2["config"]["pipeline"] = {"version": 1, "steps": [{"op": "resample_to_shape", "shape": [65536, 65536, 4096]},
+                                                         {"op": "window"}]}
+    m = ichkit.model.Model.from_bytes(encode(h2, tensors))
+    with pytest.raises(ichkit.ResourceError, match="over the memory budget"):
+        m.predict(scan)
+    # and a budget below an ordinary scan refuses that too, then the default comes back
+    old = ichkit.memory_budget()
+    try:
+        ichkit.set_memory_budget(1 << 16)
+        with pytest.raises(ichkit.ResourceError, match="memory budget of 0 MiB"):
+            model.predict(scan)
+    finally:
+        ichkit.set_memory_budget(old)
+    assert np.isfinite(model.predict(scan)["volume"]["value"])
 
 
 def test_missing_file_and_size_limit(model, tmp_path):

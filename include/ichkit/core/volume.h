@@ -10,10 +10,12 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -129,6 +131,26 @@ private:
 /// turns the cache off.
 inline void set_buffer_cache_limit(std::size_t bytes) { BufferCache::instance().set_limit(bytes); }
 
+/// The largest voxel buffer one allocation may take, in bytes. A volume whose header, pipeline
+/// or resampling asks for more is refused with ResourceError before anything is allocated
+/// (decompression bombs, hostile shapes in a model's pipeline). Default: the machine's
+/// physical memory, or $ICHKIT_MEMORY_BUDGET_MB when set.
+inline std::atomic<std::uint64_t>& memory_budget_bytes() {
+  static std::atomic<std::uint64_t> budget{[] {
+    if (const char* e = std::getenv("ICHKIT_MEMORY_BUDGET_MB")) {
+      char* end = nullptr;
+      const unsigned long long mb = std::strtoull(e, &end, 10);
+      if (end != e && *end == '\0' && mb > 0 && mb < (1ULL << 40)) return static_cast<std::uint64_t>(mb) << 20;
+    }
+#if defined(__unix__) || defined(__APPLE__)
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+#endif
+    return std::uint64_t(16) << 30;
+  }()};
+  return budget;
+}
+
 /// Voxel buffers: 64-byte aligned; buffers of 4 MiB and more are 2 MiB aligned, advised to
 /// use transparent huge pages (as numpy does), which cuts page faults ~500-fold, and recycled
 /// through BufferCache.
@@ -138,6 +160,10 @@ std::shared_ptr<T> allocate_voxels(std::size_t n) {
     throw ResourceError("volume too large to address");
   constexpr std::size_t huge = std::size_t(2) << 20;
   const std::size_t raw = n * sizeof(T);
+  if (raw > memory_budget_bytes().load())
+    throw ResourceError("a volume of " + std::to_string(n) + " voxels (" + std::to_string(raw >> 20) +
+                        " MiB) is over the memory budget of " + std::to_string(memory_budget_bytes().load() >> 20) +
+                        " MiB (ichkit::set_memory_budget, $ICHKIT_MEMORY_BUDGET_MB)");
   const std::size_t align = raw >= 2 * huge ? huge : 64;
   const std::size_t bytes = std::max<std::size_t>(align, (raw + align - 1) / align * align);
   if (align == huge) {
@@ -167,6 +193,16 @@ inline std::size_t checked_count(const Shape3& s) {
   return n;
 }
 }  // namespace detail
+
+/// Set the largest voxel buffer one allocation may take, in bytes (see
+/// detail::memory_budget_bytes); readers, resampling and pipelines refuse bigger volumes with
+/// ResourceError before allocating.
+inline void set_memory_budget(std::uint64_t bytes) {
+  if (bytes == 0) throw InvalidArgument("set_memory_budget: the budget must be > 0 bytes");
+  detail::memory_budget_bytes().store(bytes);
+}
+/// The current per-allocation voxel budget in bytes.
+inline std::uint64_t memory_budget() { return detail::memory_budget_bytes().load(); }
 
 /// Bytes of freed large voxel buffers the process may keep for reuse (default 256 MiB or
 /// $ICHKIT_BUFFER_CACHE_MB); 0 turns the cache off and frees what it holds.

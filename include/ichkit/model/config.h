@@ -15,6 +15,7 @@
 ///    "pipeline": {...}}                              (see preprocess/pipeline.h)
 /// Strides and kernels are (D, H, W) = (slice, row, column) order, as the network sees a scan.
 #include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,10 @@ struct EncoderConfig {
   static std::vector<std::string> stage_names() { return {"stem", "layer1", "layer2", "layer3", "layer4"}; }
   /// Channels of each stage.
   std::vector<int> stage_channels() const { return {width, width, 2 * width, 4 * width, 8 * width}; }
+  /// Weights of the encoder's convolutions (exact; norms not counted): what a model file must
+  /// hold at least, checked before the network is built so a hostile config cannot demand
+  /// gigabytes from a small file.
+  std::uint64_t conv_weight_count() const;
 };
 
 /// One head: its name (unique; the key of its output), registry type, the manifest column it

@@ -3,6 +3,7 @@
 /// Reorientation by axis permutation and flips only (no interpolation), affine updated.
 /// `reorient(v, "RAS")` equals nibabel's `as_closest_canonical` (data and affine).
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <string>
 
@@ -12,16 +13,17 @@
 
 namespace ichkit::preprocess {
 
-/// Reorder and flip the voxel axes so that they run along `code` (three letters, one of R/L,
-/// A/P, S/I each, e.g. "RAS" or "LPS"). Each output axis takes the input axis closest to it
-/// (nibabel's io_orientation); oblique grids keep their obliquity.
-template <class T>
-Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
+/// The world axis (0 = R/L, 1 = A/P, 2 = S/I) and sign (+1 toward R, A, S) each letter of an
+/// orientation code names; throws InvalidArgument for anything but one of R/L, A/P, S/I each.
+struct OrientationCode {
+  std::array<int, 3> axis{}, sign{};
+};
+inline OrientationCode parse_orientation_code(const std::string& code) {
   if (code.size() != 3) throw InvalidArgument("orientation code must have 3 letters, got '" + code + "'");
-  std::array<int, 3> want_axis{}, want_sign{};
+  OrientationCode o;
   bool used[3] = {false, false, false};
   for (int w = 0; w < 3; ++w) {
-    const char ch = static_cast<char>(std::toupper(code[w]));
+    const char ch = static_cast<char>(std::toupper(static_cast<unsigned char>(code[w])));
     int axis = -1, sign = 1;
     switch (ch) {
       case 'R': axis = 0; break;
@@ -34,9 +36,20 @@ Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
     }
     if (used[axis]) throw InvalidArgument("orientation code '" + code + "' names a world axis twice");
     used[axis] = true;
-    want_axis[w] = axis;
-    want_sign[w] = sign;
+    o.axis[w] = axis;
+    o.sign[w] = sign;
   }
+  return o;
+}
+
+/// Reorder and flip the voxel axes so that they run along `code` (three letters, one of R/L,
+/// A/P, S/I each, e.g. "RAS" or "LPS"). Each output axis takes the input axis closest to it
+/// (nibabel's io_orientation); oblique grids keep their obliquity.
+template <class T>
+Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
+  const OrientationCode oc = parse_orientation_code(code);
+  const std::array<int, 3>& want_axis = oc.axis;
+  const std::array<int, 3>& want_sign = oc.sign;
   std::array<int, 3> axis{}, sign{};
   v.geometry().orientation(axis, sign);
   // For output axis w: the input axis c pointing along world axis want_axis[w]; flip when the
