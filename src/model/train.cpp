@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "../core/fault.h"
 #include "bundle.h"
 #include "distributed.h"
 #include "ichkit/core/error.h"
@@ -636,6 +637,9 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
   const int total_epochs = o.epochs + (o.mode == "two-stage" ? o.head_epochs : 0);
 
   // ---- resume
+  // a run killed while writing its checkpoint leaves "<checkpoint>.tmp-XXXXXX" beside the
+  // intact previous checkpoint; the run that takes over removes it
+  if (!o.checkpoint.empty() && rank == 0) io::remove_stale_temporaries(o.checkpoint);
   if (!o.checkpoint.empty() && fs::exists(o.checkpoint)) {
     detail::Bundle b = detail::read_bundle(detail::read_file(o.checkpoint, std::uint64_t(16) << 30, "checkpoint"), kCheckpointMagic,
                                            kCheckpointVersion, "checkpoint");
@@ -738,6 +742,7 @@ TrainResult train(const ModelConfig& config_in, const Manifest& train_set, const
           }
           if (o.grad_clip > 0) clip_grad_norm(opt.params, o.grad_clip);
           opt.update(lr_at(st.lr, opt.step, warmup, total_steps));
+          if (ichkit::detail::fault_due("train.step")) ichkit::detail::fault_kill();  // crash tests
           const double lv = loss.item<double>();
           if (!std::isfinite(lv))
             throw InvalidArgument("train: the loss became " + std::to_string(lv) + " in epoch " + std::to_string(epoch + 1) +

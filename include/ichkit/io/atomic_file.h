@@ -28,6 +28,11 @@ private:
   bool committed_ = false;
 };
 
+/// Remove temporary files an AtomicFile for `path` left behind when its process was killed
+/// before commit ("<path>.tmp-XXXXXX"); returns how many. Call it only where no other process
+/// is writing `path` at the same time (e.g. a training run resuming its own checkpoint).
+std::size_t remove_stale_temporaries(const std::string& path);
+
 /// Write a whole string atomically (CSV, JSON, HTML reports).
 void write_file_atomic(const std::string& path, const std::string& content);
 
