@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -202,10 +204,237 @@ bool looks_like_dicom(const std::string& path, bool& preamble) {
   return false;
 }
 
+// GDCM allocates a data element's declared length before it reads the value, so a 200-byte
+// file that declares a 2 GB element costs 2 GB of memory (found by tests/fuzz/fuzz_dicom).
+// LengthCheck walks the element headers first, seeking over values, and finds lengths that
+// exceed the bytes left in the file (or in their enclosing sequence/item), nesting deeper
+// than 32 levels, and structure that GDCM reads only through its recovery paths for broken
+// files (invalid VRs, missing item tags, headers cut short), where it asserts (aborting the
+// process) or allocates lengths unchecked. Such files get a FormatError. Deflated datasets
+// are not walked (GDCM inflates them first).
+class LengthCheck {
+public:
+  /// `header_only`: stop at the pixel data, as the header scan (gdcm::Reader::ReadUpToTag) does.
+  LengthCheck(const std::string& path, bool preamble, bool header_only) : f_(path, std::ios::binary), header_only_(header_only) {
+    std::error_code ec;
+    size_ = std::filesystem::file_size(path, ec);
+    if (ec || !f_) {
+      stop_ = true;
+      return;
+    }
+    pos_ = preamble ? 132 : 0;
+    f_.seekg(static_cast<std::streamoff>(pos_));
+    std::uint8_t b[6];
+    // a dataset without the preamble: explicit VR when bytes 4-5 look like a VR
+    if (!preamble && peek(b, 6)) explicit_ = std::isupper(b[4]) && std::isupper(b[5]);
+    // after the preamble GDCM insists on (0002,0000) UL and otherwise falls back to recovery
+    // paths that assert on bad input
+    if (preamble && (!peek(b, 6) || std::memcmp(b, "\x02\x00\x00\x00UL", 6) != 0))
+      bad("the file meta information does not start with its group length (0002,0000) UL");
+  }
+  /// Empty when nothing implausible was found.
+  std::string problem() {
+    if (!stop_ && dataset(size_, 0, false) && meta_ && pos_ > 0)  // GDCM asserts on a file that ends after its meta group
+      return "the file ends after its meta information: it holds no dataset";
+    return problem_;
+  }
+
+private:
+  static constexpr std::uint32_t kUndefined = 0xFFFFFFFFu;
+  std::ifstream f_;
+  std::uint64_t size_ = 0, pos_ = 0;
+  bool header_only_ = false, meta_ = true, first_ = true, explicit_ = true, big_ = false, stop_ = false;
+  std::string problem_;
+
+  bool peek(std::uint8_t* b, std::size_t n) {
+    if (size_ - pos_ < n || !f_.read(reinterpret_cast<char*>(b), static_cast<std::streamsize>(n))) return false;
+    f_.seekg(static_cast<std::streamoff>(pos_));
+    return true;
+  }
+  bool take(std::uint8_t* b, std::size_t n) {
+    // GDCM asserts (aborts the process) on a file that ends inside an element's header
+    if (size_ - pos_ < n) return bad("the file ends inside a data element header (at byte " + std::to_string(pos_) + ")");
+    if (!f_.read(reinterpret_cast<char*>(b), static_cast<std::streamsize>(n))) return bad("cannot read the file");
+    pos_ += n;
+    return true;
+  }
+  bool skip(std::uint64_t n) {
+    pos_ += n;
+    f_.seekg(static_cast<std::streamoff>(pos_));
+    return true;
+  }
+  bool stop() {  // nothing more to check here
+    stop_ = true;
+    return false;
+  }
+  // Structure GDCM would only read through its recovery paths for broken files, which are
+  // where it asserts and allocates declared lengths unchecked: refused.
+  bool malformed(const std::string& what) {
+    return bad("malformed data elements (" + what + " at byte " + std::to_string(pos_) + ")");
+  }
+  bool bad(const std::string& what) {
+    problem_ = what;
+    stop_ = true;
+    return false;
+  }
+  std::uint16_t u16(const std::uint8_t* b, bool big) const { return big ? std::uint16_t(b[0] << 8 | b[1]) : std::uint16_t(b[1] << 8 | b[0]); }
+  std::uint32_t u32(const std::uint8_t* b, bool big) const {
+    return big ? std::uint32_t(b[0]) << 24 | std::uint32_t(b[1]) << 16 | std::uint32_t(b[2]) << 8 | b[3]
+               : std::uint32_t(b[3]) << 24 | std::uint32_t(b[2]) << 16 | std::uint32_t(b[1]) << 8 | b[0];
+  }
+  static std::string hex(unsigned v) {
+    char t[8];
+    std::snprintf(t, sizeof t, "%04X", v & 0xFFFFu);
+    return t;
+  }
+  // Reads a tag; handles the switch from the meta group (explicit little endian) to the
+  // dataset's transfer syntax.
+  bool tag(unsigned& g, unsigned& e, bool& ex, bool& big) {
+    std::uint8_t b[4];
+    if (!take(b, 4)) return false;
+    if (meta_ && u16(b, false) != 0x0002) {
+      meta_ = false;
+      if (ts_ == "1.2.840.10008.1.2.1.99") return stop();  // deflated: GDCM inflates, nothing to walk here
+      if (ts_ == "1.2.840.10008.1.2") explicit_ = false;
+      if (ts_ == "1.2.840.10008.1.2.2") big_ = true;
+    }
+    ex = meta_ || explicit_;
+    big = !meta_ && big_;
+    g = u16(b, big);
+    e = u16(b + 2, big);
+    return true;
+  }
+  std::string ts_;
+
+  // Elements until `end`, or until an item delimiter when `in_item` is set.
+  bool dataset(std::uint64_t end, int depth, bool in_item) {
+    if (depth > 32) return bad("data elements nested more than 32 sequences deep");
+    while (pos_ < end) {
+      unsigned g, e;
+      bool ex, big;
+      if (!tag(g, e, ex, big)) return false;
+      std::uint8_t b[4];
+      if (g == 0xFFFE) {  // delimiters (length 0) end an undefined-length item
+        if (!take(b, 4)) return false;
+        if (e == 0xE00D && in_item) return true;
+        return malformed("a delimiter outside an item");
+      }
+      bool sq = false, may_nest = !ex;
+      std::uint32_t len;
+      if (ex) {
+        std::uint8_t vr[2];
+        if (!take(vr, 2)) return false;
+        // GDCM reads an element with an invalid VR one way or another (as a 32-bit length,
+        // or as implicit VR) and allocates that length: such a file is refused outright
+        // (OV, SV and UV, from 2019, are unknown to GDCM 3.0 and read through the same paths)
+        static const std::set<std::string> vrs{"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+                                               "LT", "OB", "OD", "OF", "OL", "OW", "PN", "SH", "SL", "SQ", "SS",
+                                               "ST", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT"};
+        const std::string v(reinterpret_cast<char*>(vr), 2);
+        if (!vrs.count(v)) return bad("data element (" + hex(g) + "," + hex(e) + ") has an invalid VR");
+        // GDCM reads a meta group that does not open with its group length (0002,0000) UL
+        // through a recovery path that asserts on bad input
+        if (meta_ && first_ && (e != 0x0000 || v != "UL"))
+          return bad("the file meta information does not start with its group length (0002,0000) UL");
+        first_ = false;
+        static const std::set<std::string> short_vrs{"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO",
+                                                     "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"};
+        if (!short_vrs.count(v)) {  // the 32-bit form: OB, OW, SQ, UN, UT, ... and VRs unknown to this table
+          if (!take(b, 2) || !take(b, 4)) return false;
+          len = u32(b, big);
+        } else {
+          if (!take(b, 2)) return false;
+          len = u16(b, big);
+        }
+        sq = v == "SQ";
+        // GDCM's image reader asserts (aborts) when an image pixel attribute has another VR
+        // (gdcm::Attribute::SetFromDataElement) or a US value is not 2 bytes
+        if (!meta_ && depth == 0 && g == 0x0028) {
+          static const std::map<unsigned, std::string> pixel_vrs{
+              {0x0002, "US"}, {0x0004, "CS"}, {0x0006, "US"}, {0x0008, "IS"}, {0x0010, "US"}, {0x0011, "US"},
+              {0x0030, "DS"}, {0x0100, "US"}, {0x0101, "US"}, {0x0102, "US"}, {0x0103, "US"}, {0x1052, "DS"},
+              {0x1053, "DS"}, {0x1054, "LO"}};
+          const auto want = pixel_vrs.find(e);
+          if (want != pixel_vrs.end() && (v != want->second || (v == "US" && len != 2)))
+            return bad("image attribute (0028," + hex(e) + ") has VR " + v + " and " + std::to_string(len) +
+                       " bytes; it must be " + want->second + (want->second == "US" ? " of 2 bytes" : ""));
+        }
+        may_nest = sq || v == "UN" || v == "OB" || v == "OW";
+      } else {
+        if (!take(b, 4)) return false;
+        len = u32(b, big);
+      }
+      if (meta_ && (sq || len == kUndefined))  // GDCM asserts on these in the file meta group
+        return bad("file meta element (" + hex(g) + "," + hex(e) + ") is a sequence or has an undefined length");
+      if (header_only_ && depth == 0 && g == 0x7FE0 && e == 0x0010) return stop();
+      const std::string name = "(" + hex(g) + "," + hex(e) + ")";
+      if (pos_ > end) return bad("data element " + name + " crosses the end of the item that holds it");
+      if (len == kUndefined) {
+        if (!may_nest) return malformed("an undefined length on an element that cannot hold items");
+        if (!sequence(end, depth + 1, name)) return false;
+        continue;
+      }
+      if (pos_ > end) return bad("data element " + name + " crosses the end of the item that holds it");
+      if (len > end - pos_)
+        return bad("data element " + name + " declares " + std::to_string(len) + " bytes, but only " +
+                   std::to_string(end - pos_) + " remain");
+      if (g == 0x0002 && e == 0x0010 && meta_ && len < 256) {  // the transfer syntax
+        std::string t(len, '\0');
+        if (!take(reinterpret_cast<std::uint8_t*>(&t[0]), len)) return false;
+        while (!t.empty() && (t.back() == '\0' || t.back() == ' ')) t.pop_back();
+        ts_ = t;
+        continue;
+      }
+      // a sequence: SQ, or (implicit VR, UN) a value that starts with an item tag
+      std::uint8_t it[4];
+      if (!sq && may_nest && len >= 8 && peek(it, 4) && u16(it, big) == 0xFFFE && u16(it + 2, big) == 0xE000) sq = true;
+      if (sq) {
+        if (!sequence(pos_ + len, depth + 1, name)) return false;
+        continue;
+      }
+      skip(len);
+    }
+    return true;
+  }
+
+  // Items until a sequence delimiter (undefined length) or `end`.
+  bool sequence(std::uint64_t end, int depth, const std::string& name) {
+    if (depth > 32) return bad("data elements nested more than 32 sequences deep");
+    while (pos_ < end) {
+      unsigned g, e;
+      bool ex, big;
+      if (!tag(g, e, ex, big)) return false;
+      std::uint8_t b[4];
+      if (!take(b, 4)) return false;
+      const std::uint32_t len = u32(b, big);
+      if (g != 0xFFFE) return malformed("a sequence item without an item tag");
+      if (e == 0xE0DD) return true;
+      if (e != 0xE000) return malformed("a sequence item without an item tag");
+      if (pos_ > end) return bad("an item of " + name + " crosses the end of its sequence");
+      if (len == kUndefined) {
+        if (!dataset(end, depth + 1, true)) return false;
+        continue;
+      }
+      if (pos_ > end) return bad("an item of " + name + " crosses the end of its sequence");
+      if (len > end - pos_)
+        return bad("an item of " + name + " declares " + std::to_string(len) + " bytes, but only " + std::to_string(end - pos_) +
+                   " remain");
+      if (name == "(7FE0,0010)") {
+        skip(len);  // an encapsulated pixel data fragment
+      } else if (!dataset(pos_ + len, depth + 1, false)) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
 // Read one file's header (no pixel data). Returns false if it is not DICOM at all.
 bool read_header(const std::string& path, FileHeader& h) {
   quiet_gdcm();
   if (!looks_like_dicom(path, h.preamble)) return false;
+  const std::string problem = LengthCheck(path, h.preamble, true).problem();
+  if (!problem.empty()) throw FormatError("'" + path + "': " + problem + " (a corrupt or hostile DICOM file)");
   gdcm::Reader reader;
   reader.SetFileName(path.c_str());
   std::set<gdcm::Tag> skip{kPixelData};
@@ -227,7 +456,7 @@ bool read_header(const std::string& path, FileHeader& h) {
   h.rows = static_cast<std::size_t>(std::max(0L, to_long(s.get(ds, kRows))));
   h.columns = static_cast<std::size_t>(std::max(0L, to_long(s.get(ds, kColumns))));
   h.frames = static_cast<std::size_t>(std::max(1L, to_long(s.get(ds, kFrames), 1)));
-  h.samples = static_cast<std::size_t>(std::max(1L, to_long(s.get(ds, kSamples), 1)));
+  h.samples = static_cast<std::size_t>(to_long(s.get(ds, kSamples), 1));  // 0 or negative: refused before decoding
   h.bits_allocated = static_cast<std::size_t>(std::max(0L, to_long(s.get(ds, kBitsAllocated))));
   h.bits_stored = static_cast<std::size_t>(std::max(0L, to_long(s.get(ds, kBitsStored), static_cast<long>(h.bits_allocated))));
   h.pixel_representation = static_cast<int>(to_long(s.get(ds, kPixelRepresentation)));
@@ -351,20 +580,28 @@ Scan scan(const std::string& root, const ScanOptions& o) {
   std::vector<std::string> files = collect_files(root, o);
   std::vector<FileHeader> headers(files.size());
   std::vector<char> ok(files.size(), 0);
+  std::string first_error;
+  std::mutex first_error_mutex;
   parallel_for(static_cast<std::int64_t>(files.size()), [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t n = b; n < e; ++n) {
       try {
         ok[n] = read_header(files[n], headers[n]) ? 1 : 0;
-      } catch (const std::exception&) {
-        ok[n] = 0;
+      } catch (const std::exception& e) {
+        ok[n] = 2;  // DICOM, but corrupt (e.g. a length past the end of the file)
+        if (files.size() == 1) {
+          std::lock_guard<std::mutex> lock(first_error_mutex);
+          first_error = e.what();
+        }
       }
     }
   }, 8);
+  // one file asked for by name: its own error, not "no series"
+  if (files.size() == 1 && ok[0] == 2 && std::filesystem::is_regular_file(root)) throw FormatError(first_error);
   Scan s;
-  std::size_t not_dicom = 0, no_pixels = 0;
+  std::size_t not_dicom = 0, no_pixels = 0, corrupt = 0;
   for (std::size_t n = 0; n < files.size(); ++n) {
-    if (!ok[n]) {
-      ++not_dicom;
+    if (ok[n] != 1) {
+      ++(ok[n] == 2 ? corrupt : not_dicom);
       continue;
     }
     if (!headers[n].has_pixels || headers[n].rows == 0 || headers[n].columns == 0) {
@@ -373,7 +610,8 @@ Scan scan(const std::string& root, const ScanOptions& o) {
     }
     s.headers.push_back(std::move(headers[n]));
   }
-  s.skipped = not_dicom + no_pixels;
+  s.skipped = not_dicom + no_pixels + corrupt;
+  if (corrupt) s.warnings.push_back("skipped " + std::to_string(corrupt) + " corrupt DICOM file(s)");
   if (not_dicom) s.warnings.push_back("skipped " + std::to_string(not_dicom) + " file(s) that are not DICOM");
   if (no_pixels) s.warnings.push_back("skipped " + std::to_string(no_pixels) + " DICOM file(s) without an image");
   return s;
@@ -498,6 +736,16 @@ void to_hu(const char* src, float* dst, std::size_t n, const Slice& s, int pixre
 // Decode every frame of one file into its slices (HU, padding -> fill).
 void decode_file(const FileHeader& h, std::vector<Slice*>& slices, float fill, std::size_t& padding) {
   quiet_gdcm();
+  const std::string problem = LengthCheck(h.path, h.preamble, false).problem();  // the file may have changed since its header was read
+  if (!problem.empty()) throw FormatError("'" + h.path + "': " + problem + " (a corrupt or hostile DICOM file)");
+  // GDCM's pixel reader asserts (aborts) on some impossible pixel formats: refused here first
+  if (h.samples != 1)
+    throw FormatError("'" + h.path + "': colour images (" + std::to_string(static_cast<long>(h.samples)) + " samples per pixel) are not CT");
+  if (h.bits_allocated != 8 && h.bits_allocated != 16 && h.bits_allocated != 32)
+    throw FormatError("'" + h.path + "': unsupported BitsAllocated " + std::to_string(h.bits_allocated));
+  if (h.bits_stored < 1 || h.bits_stored > h.bits_allocated)
+    throw FormatError("'" + h.path + "': BitsStored " + std::to_string(h.bits_stored) + " does not fit BitsAllocated " +
+                      std::to_string(h.bits_allocated));
   gdcm::ImageReader reader;
   reader.SetFileName(h.path.c_str());
   if (!reader.Read()) throw FormatError("'" + h.path + "': GDCM cannot read the image (corrupt or truncated file)");
@@ -621,7 +869,7 @@ bool is_dicom(const std::string& path) {
   try {
     return read_header(path, h);
   } catch (const std::exception&) {
-    return false;
+    return h.preamble;  // "DICM" at byte 128: DICOM, if a corrupt one (its read says what is wrong)
   }
 }
 

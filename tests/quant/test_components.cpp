@@ -332,7 +332,7 @@ TEST_CASE("ball morphology matches a brute-force ball on anisotropic grids") {
   CHECK_THROWS_AS(q::binary_erode(m, std::nan("")), ichkit::InvalidArgument);
 }
 
-TEST_CASE("a 512 x 512 x 32 mask: operations are fast and agree with each other") {
+TEST_CASE("a 512 x 512 x 32 mask: operations agree with each other (timings reported)") {
   const Shape3 shape{512, 512, 32};
   Volume<std::uint8_t> m(shape, Geometry::from_spacing({0.45, 0.45, 5.0}), 0);
   // an ellipsoidal head-sized shell with a noisy inside
@@ -378,8 +378,5 @@ TEST_CASE("a 512 x 512 x 32 mask: operations are fast and agree with each other"
   bool ok = true;
   for (std::size_t x = 0; x < m.size(); ++x) ok &= (!e6.data()[x] || e.data()[x]) && (!e.data()[x] || m.data()[x]) && (!m.data()[x] || d.data()[x]);
   CHECK(ok);
-  // generous bounds so that a loaded CI machine does not fail; the release build on two
-  // cores does each in a few tens of milliseconds
-  CHECK(t_lcc < 1000);
-  CHECK(t_dil < 1000);
+  // timings are reported above, never asserted (benchmarks/ measures speed)
 }
