@@ -85,7 +85,26 @@ def pydicom_scan(folder):
     return out
 
 
+_BUILT = set()
+
+
+def ensure_built(binary):
+    """scripts/setup builds without the benchmark programs (they are not tests): configure the
+    build folder with them and bring the one asked for up to date (once per run)."""
+    binary = Path(binary)
+    if binary in _BUILT:
+        return
+    _BUILT.add(binary)
+    build = binary.parent.parent
+    root = Path(__file__).resolve().parent.parent
+    print(f"building {binary.name} in {build}", file=sys.stderr)
+    subprocess.run(["cmake", "-S", str(root), "-B", str(build), "-DICHKIT_BUILD_BENCHMARKS=ON"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build), "--target", binary.name], check=True)
+
+
 def run_cpp(binary, bench_dir, repeats, extra_env=None):
+    ensure_built(binary)
     env = dict(os.environ, ICHKIT_BENCH_DIR=str(bench_dir), **(extra_env or {}))
     out = subprocess.run([str(binary), "--benchmark_format=json", f"--benchmark_repetitions={repeats}",
                           "--benchmark_min_time=0.05", "--benchmark_report_aggregates_only=false"],
@@ -255,6 +274,7 @@ def model_suite(args):
     torch.set_num_threads(threads)
     ichkit.set_num_threads(threads)
     cpp = run_cpp(Path(args.build) / "benchmarks" / "bench_model", Path(args.out), max(3, args.repeats // 2))
+    ensure_built(Path(args.build) / "benchmarks" / "bench_model")
     cpp_json = subprocess.run([str(Path(args.build) / "benchmarks" / "bench_model"), "--benchmark_format=json",
                                "--benchmark_filter=BM_Forward/", "--benchmark_min_time=0.01"],
                               check=True, capture_output=True, text=True).stdout

@@ -225,7 +225,7 @@ TEST_CASE("phantom: mask, labels and brain mask agree; volume is the voxel count
   }
 }
 
-TEST_CASE("phantom: the voxelised hematoma volume matches the continuous shape's volume") {
+TEST_CASE("phantom: the voxelised hematoma volume matches the continuous shape's volume" * doctest::test_suite("slow")) {
   struct Spec {
     ph::Location loc;
     double ml;
@@ -265,7 +265,7 @@ TEST_CASE("phantom: the voxelised hematoma volume matches the continuous shape's
   CHECK(sum_abs_thick / std::size(specs) < 0.01);
 }
 
-TEST_CASE("phantom: intraventricular blood is in the mask, in the dependent ventricle and counted analytically") {
+TEST_CASE("phantom: intraventricular blood is in the mask, in the dependent ventricle and counted analytically" * doctest::test_suite("slow")) {
   ph::CaseOptions o = small_options(31, 2.5);
   o.location = ph::Location::Thalamus;
   o.target_volume_ml = 10.0;
@@ -484,7 +484,7 @@ TEST_CASE("phantom: gantry tilt shears the affine and keeps the anatomy in world
   }
 }
 
-TEST_CASE("phantom: hematomas sit in their anatomical locations") {
+TEST_CASE("phantom: hematomas sit in their anatomical locations" * doctest::test_suite("slow")) {
   for (std::uint64_t seed : {61u, 62u, 63u}) {
     CAPTURE(seed);
     auto make = [&](ph::Location loc) {
@@ -545,7 +545,7 @@ TEST_CASE("phantom: the hematoma is irregular, not an ellipsoid") {
   CHECK(double(outside) / double(pts.size()) > 0.03);
 }
 
-TEST_CASE("phantom: covariates follow the documented outcome model") {
+TEST_CASE("phantom: covariates follow the documented outcome model" * doctest::test_suite("slow")) {
   double gcs_small = 0, gcs_large = 0, p_small = 0, p_large = 0;
   const int n = 12;
   for (int s = 0; s < n; ++s) {

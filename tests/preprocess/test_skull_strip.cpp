@@ -68,7 +68,7 @@ ph::Case make(std::uint64_t seed, ph::Location loc, double tilt, bool ivh, doubl
 
 }  // namespace
 
-TEST_CASE("skull_strip on phantoms: Dice >= 0.97, blood kept, one component, no bone") {
+TEST_CASE("skull_strip on phantoms: Dice >= 0.97, blood kept, one component, no bone" * doctest::test_suite("slow")) {
   // Clinical-like 512 x 512 x 32 scans at 0.45 x 0.45 x 5 mm. The phantom's brain mask
   // includes the spinal canal below the skull base; the stripper keeps it too (it is
   // continuous with the posterior fossa through the foramen magnum), so Dice is taken
@@ -101,7 +101,7 @@ TEST_CASE("skull_strip on phantoms: Dice >= 0.97, blood kept, one component, no 
   }
 }
 
-TEST_CASE("skull_strip: a lobar hematoma pressed against the inner table") {
+TEST_CASE("skull_strip: a lobar hematoma pressed against the inner table" * doctest::test_suite("slow")) {
   // Seed 105 (tilt 20 degrees): 18 mL lobar bleed against the skull over five 5 mm slices.
   // Every hematoma voxel that looks like blood (<= 300 HU) stays in the mask; the voxels
   // the bleed shares with the inner table (the phantom's mask counts them as blood when
