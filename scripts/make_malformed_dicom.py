@@ -199,34 +199,32 @@ def main():
     add(c, "FormatError", "single file, last 100 bytes of PixelData missing")
 
     # --- hostile lengths: GDCM would allocate what a data element declares before reading it
-    c = "pixel_length_bomb.dcm"
-    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
-    with open(tmp, "rb") as fh:
-        b = bytearray(fh.read())
-    at = b.rfind(b"\xe0\x7f\x10\x00OW\x00\x00")  # (7FE0,0010) OW, then a 4-byte length
-    assert at > 0
-    b[at + 8:at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
-    with open(os.path.join(OUT, c), "wb") as fh:
-        fh.write(b)
-    shutil.rmtree(os.path.join(OUT, "_tmp"))
-    add(c, "FormatError", "PixelData declares 2 GiB in a 3 kB file (refused before allocation)")
+    def length_bomb(c, marker, what, prepare=None):
+        """One slice whose 4-byte length after `marker` (tag, VR, 2 reserved bytes) says 2 GiB."""
+        tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
+        if prepare:
+            ds = pydicom.dcmread(tmp)
+            prepare(ds)
+            ds.save_as(tmp, write_like_original=False)
+        with open(tmp, "rb") as fh:
+            b = bytearray(fh.read())
+        at = b.rfind(marker)
+        assert at > 0
+        b[at + 8:at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+        with open(os.path.join(OUT, c), "wb") as fh:
+            fh.write(b)
+        shutil.rmtree(os.path.join(OUT, "_tmp"))
+        add(c, "FormatError", what)
 
-    c = "sequence_length_bomb.dcm"
-    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
-    ds = pydicom.dcmread(tmp)
-    item = Dataset()
-    item.TextValue = "x" * 8
-    ds.ContentSequence = [item]
-    ds.save_as(tmp, write_like_original=False)
-    with open(tmp, "rb") as fh:
-        b = bytearray(fh.read())
-    at = b.find(b"\x40\x00\x60\xa1UT\x00\x00")  # (0040,A160) UT inside the sequence's item
-    assert at > 0
-    b[at + 8:at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
-    with open(os.path.join(OUT, c), "wb") as fh:
-        fh.write(b)
-    shutil.rmtree(os.path.join(OUT, "_tmp"))
-    add(c, "FormatError", "an element inside a sequence item declares 2 GiB (refused before allocation)")
+    def with_content_sequence(ds):
+        item = Dataset()
+        item.TextValue = "x" * 8
+        ds.ContentSequence = [item]
+
+    length_bomb("pixel_length_bomb.dcm", b"\xe0\x7f\x10\x00OW\x00\x00",  # (7FE0,0010) OW
+                "PixelData declares 2 GiB in a 3 kB file (refused before allocation)")
+    length_bomb("sequence_length_bomb.dcm", b"\x40\x00\x60\xa1UT\x00\x00",  # (0040,A160) UT in the item
+                "an element inside a sequence item declares 2 GiB (refused before allocation)", with_content_sequence)
 
     c = "pixel_length_mismatch"
     for f in series(folder(c), c):
