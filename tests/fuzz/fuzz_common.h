@@ -49,6 +49,17 @@ inline std::string put(const std::string& name, const std::uint8_t* data, std::s
   return p.string();
 }
 
+/// A small scan in HU for targets that run something on a volume: air, a block of soft tissue
+/// a `margin` of voxels in from the edge, and scattered bone-bright voxels.
+inline ichkit::Volume<float> small_scan(const ichkit::Shape3& shape, const Eigen::Vector3d& spacing, std::size_t margin) {
+  const Eigen::Vector3d origin = -0.5 * spacing.cwiseProduct(Eigen::Vector3d(double(shape[0]), double(shape[1]), double(shape[2])));
+  ichkit::Volume<float> v(shape, ichkit::Geometry::from_spacing(spacing, origin), -1000.0f);
+  for (std::size_t k = 0; k < shape[2]; ++k)
+    for (std::size_t j = margin; j + margin < shape[1]; ++j)
+      for (std::size_t i = margin; i + margin < shape[0]; ++i) v(i, j, k) = (i * j + k) % 9 == 0 ? 900.0f : 30.0f + float(j % 4);
+  return v;
+}
+
 /// Run `fn`; ichkit::Error is the expected way to refuse an input, anything else escapes to
 /// libFuzzer as a crash.
 template <class Fn>

@@ -29,14 +29,6 @@ void fix_crc(std::string& s) {
       crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(crc_pos)));
   std::memcpy(&s[crc_pos], &c, 4);
 }
-ichkit::Volume<float> scan() {
-  const ichkit::Geometry g = ichkit::Geometry::from_spacing(Eigen::Vector3d(3.6, 3.6, 10.0), Eigen::Vector3d(-60, -60, -20));
-  ichkit::Volume<float> v({34, 34, 5}, g, -1000.0f);
-  for (std::size_t k = 0; k < 5; ++k)
-    for (std::size_t j = 5; j < 29; ++j)
-      for (std::size_t i = 5; i < 29; ++i) v(i, j, k) = (i * j + k) % 9 == 0 ? 900.0f : 30.0f + float(j % 4);
-  return v;
-}
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -51,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.max_bytes = std::uint64_t(64) << 20;
   fuzz::expect_ok_or_error([&] {
     const ichkit::model::Model m = ichkit::model::Model::from_bytes(bytes, o);
-    static const ichkit::Volume<float> s = scan();
+    static const ichkit::Volume<float> s = fuzz::small_scan({34, 34, 5}, Eigen::Vector3d(3.6, 3.6, 10.0), 5);
     (void)m.predict(s);
   });
   return 0;

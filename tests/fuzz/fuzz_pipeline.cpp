@@ -7,17 +7,6 @@
 #include "fuzz_common.h"
 #include "ichkit/preprocess/pipeline.h"
 
-namespace {
-ichkit::Volume<float> scan() {
-  const ichkit::Geometry g = ichkit::Geometry::from_spacing(Eigen::Vector3d(0.9, 0.9, 5.0), Eigen::Vector3d(-10, -12, -8));
-  ichkit::Volume<float> v({20, 18, 5}, g, -1000.0f);
-  for (std::size_t k = 0; k < 5; ++k)
-    for (std::size_t j = 3; j < 15; ++j)
-      for (std::size_t i = 3; i < 17; ++i) v(i, j, k) = (i + j + k) % 7 == 0 ? 700.0f : 35.0f + float(i % 5);
-  return v;
-}
-}  // namespace
-
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fuzz::setup();
   return 0;
@@ -30,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const ichkit::preprocess::Pipeline p = ichkit::preprocess::Pipeline::from_json(text);
     const std::string once = p.to_json();
     if (ichkit::preprocess::Pipeline::from_json(once).to_json() != once) std::abort();  // round trip
-    static const ichkit::Volume<float> s = scan();
+    static const ichkit::Volume<float> s = fuzz::small_scan({20, 18, 5}, Eigen::Vector3d(0.9, 0.9, 5.0), 3);
     ichkit::preprocess::PipelineResult r = p.run(s);
     ichkit::Volume<float> back = r.to_scan(r.volume, ichkit::preprocess::Interp::Linear, 0.0);
     if (back.shape() != s.shape()) std::abort();
