@@ -3,15 +3,52 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
+#include <vector>
+
+#include "ichkit/core/error.h"
 
 namespace ichkit::test {
 
 /// tests/data in the source tree (copied real scans and the malformed-file corpus).
 inline std::filesystem::path data_path(const std::string& rel = {}) {
   return std::filesystem::path(ICHKIT_TEST_DATA_DIR) / rel;
+}
+
+/// The ichkit error class of `e` ("ResourceError", "GeometryError", "FormatError", "IoError",
+/// "InvalidArgument"), or "other: <what>" for anything else: what the malformed-corpus
+/// expected.csv files name.
+inline std::string error_kind(const std::exception& e) {
+  if (dynamic_cast<const ResourceError*>(&e)) return "ResourceError";
+  if (dynamic_cast<const GeometryError*>(&e)) return "GeometryError";
+  if (dynamic_cast<const FormatError*>(&e)) return "FormatError";
+  if (dynamic_cast<const IoError*>(&e)) return "IoError";
+  if (dynamic_cast<const InvalidArgument*>(&e)) return "InvalidArgument";
+  return std::string("other: ") + e.what();
+}
+
+/// The rows of a CSV file without its header line; a field in double quotes keeps its commas.
+inline std::vector<std::vector<std::string>> read_csv(const std::filesystem::path& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot open " + path.string());
+  std::vector<std::vector<std::string>> rows;
+  std::string line;
+  std::getline(f, line);
+  while (std::getline(f, line)) {
+    std::vector<std::string> row(1);
+    bool quoted = false;
+    for (char c : line) {
+      if (c == '"') quoted = !quoted;
+      else if (c == ',' && !quoted) row.emplace_back();
+      else row.back() += c;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
 }
 
 /// A fresh folder under the system temp dir, removed when the object goes away.

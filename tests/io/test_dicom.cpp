@@ -125,18 +125,8 @@ TEST_CASE("dicom: every malformed input raises its documented error or is handle
       io::DicomVolume dv = io::read_dicom(path);
       skipped = dv.report.files_skipped;
       warnings = dv.report.warnings.size();
-    } catch (const ResourceError&) {
-      got = "ResourceError";
-    } catch (const GeometryError&) {
-      got = "GeometryError";
-    } catch (const FormatError&) {
-      got = "FormatError";
-    } catch (const IoError&) {
-      got = "IoError";
-    } catch (const InvalidArgument&) {
-      got = "InvalidArgument";
     } catch (const std::exception& e) {
-      got = std::string("other: ") + e.what();
+      got = test::error_kind(e);
     }
     if (expected == "skipped") {
       CHECK(got == "no error");

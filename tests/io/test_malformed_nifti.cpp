@@ -15,18 +15,8 @@ namespace {
 std::string classify(const std::string& path) {
   try {
     (void)io::read_nifti<float>(path);
-  } catch (const ResourceError&) {
-    return "ResourceError";
-  } catch (const GeometryError&) {
-    return "GeometryError";
-  } catch (const FormatError&) {
-    return "FormatError";
-  } catch (const IoError&) {
-    return "IoError";
-  } catch (const InvalidArgument&) {
-    return "InvalidArgument";
   } catch (const std::exception& e) {
-    return std::string("other: ") + e.what();
+    return test::error_kind(e);
   }
   return "no error";
 }

@@ -1,9 +1,7 @@
 // Every file of tests/data/malformed/pipeline is refused as expected.csv says: at parse time
 // (Pipeline::from_json) or, for shapes that only a scan can size, at run time, before any
 // allocation (the memory budget). Runs under AddressSanitizer + UBSan in CI too.
-// (A ';' in expected.csv's message stands for a comma.)
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include "ichkit/core/error.h"
@@ -12,33 +10,12 @@
 
 using namespace ichkit;
 
-namespace {
-std::string kind(const std::exception& e) {
-  if (dynamic_cast<const ResourceError*>(&e)) return "ResourceError";
-  if (dynamic_cast<const GeometryError*>(&e)) return "GeometryError";
-  if (dynamic_cast<const FormatError*>(&e)) return "FormatError";
-  if (dynamic_cast<const InvalidArgument*>(&e)) return "InvalidArgument";
-  if (dynamic_cast<const IoError*>(&e)) return "IoError";
-  return "other";
-}
-}  // namespace
-
 TEST_CASE("pipeline: every malformed pipeline JSON is refused with its expected error") {
   const Volume<float> scan({20, 18, 5}, Geometry::from_spacing(Eigen::Vector3d(0.9, 0.9, 5.0)), 30.0f);
-  std::ifstream csv(test::data_path("malformed/pipeline/expected.csv"));
-  REQUIRE(csv.good());
-  std::string line;
-  std::getline(csv, line);
   int n = 0;
-  while (std::getline(csv, line)) {
-    std::stringstream ss(line);
-    std::string file, stage, exception, message;
-    std::getline(ss, file, ',');
-    std::getline(ss, stage, ',');
-    std::getline(ss, exception, ',');
-    std::getline(ss, message);
-    for (char& c : message)
-      if (c == ';') c = ',';
+  for (const auto& row : test::read_csv(test::data_path("malformed/pipeline/expected.csv"))) {
+    REQUIRE(row.size() == 4);
+    const std::string &file = row[0], &stage = row[1], &exception = row[2], &message = row[3];
     CAPTURE(file);
     std::ifstream f(test::data_path("malformed/pipeline/" + file));
     REQUIRE(f.good());
@@ -49,7 +26,7 @@ TEST_CASE("pipeline: every malformed pipeline JSON is refused with its expected 
       got_stage = "run";
       (void)p.run(scan);
     } catch (const std::exception& e) {
-      got_kind = kind(e);
+      got_kind = test::error_kind(e);
       got_what = e.what();
     }
     CHECK(got_stage == stage);

@@ -57,7 +57,8 @@ def weights(path):
 
 
 def assert_complete(path):
-    """A file under its final name is whole: it ends with the container's end marker and loads."""
+    """A file under its final name is whole: it ends with the container's end marker (written
+    last, after the CRC; the resumed run then reads the checkpoint, checksum included)."""
     b = path.read_bytes()
     assert b.endswith(END), f"{path} is truncated"
 
