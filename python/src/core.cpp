@@ -192,6 +192,7 @@ void bind_core(py::module_& m) {
     d["torch_threads"] = r.torch_threads;
     d["mkldnn"] = r.mkldnn;
     d["cuda"] = r.cuda;
+    d["heap_retention"] = r.heap_retention;
     return d;
   }, "Versions and thread counts of the compiled library.");
 
