@@ -106,6 +106,34 @@ stored pipeline and returns each head's output in user units.)pbdoc")
       .def_property("metadata", [](const Model& m) { return to_py(m.metadata()); },
                     [](Model& m, const py::dict& d) { m.set_metadata(from_py(d)); })
       .def_property_readonly("parameter_count", &Model::parameter_count)
+      .def("predict_files", [](const Model& m, const std::vector<std::string>& paths, int batch_size, int readers, int ahead) {
+             CohortOptions o;
+             o.batch_size = batch_size;
+             o.readers = readers;
+             o.ahead = ahead;
+             std::vector<CohortItem> items;
+             {
+               py::gil_scoped_release nogil;
+               items = m.predict_files(paths, o);
+             }
+             py::list l;
+             for (const auto& it : items) {
+               py::dict d;
+               d["path"] = it.path;
+               d["ok"] = it.ok;
+               d["error"] = it.error;
+               d["prediction"] = it.ok ? py::object(prediction_dict(it.prediction)) : py::none();
+               l.append(d);
+             }
+             return l;
+           }, py::arg("paths"), py::arg("batch_size") = 4, py::arg("readers") = 0, py::arg("ahead") = 0,
+           "Predict a cohort of files; reader threads read and preprocess ahead while the network runs. "
+           "A list of {'path', 'ok', 'error', 'prediction'} in input order; one bad file does not stop the others.")
+      .def("set_device", &Model::set_device, py::arg("device"), py::arg("precision") = "float32",
+           "Run predict/explain on 'cpu', 'cuda' or 'cuda:N', in float32 (or bfloat16/float16 on CUDA). "
+           "The float32 CPU weights stay the master copy. ValueError when the device is not available.")
+      .def_property_readonly("device", &Model::device)
+      .def_property_readonly("precision", &Model::precision)
       .def_property("fast_inference", [](const Model& m) { return m.impl()->fast_inference; },
                     [](Model& m, bool on) { m.impl()->fast_inference = on; },
                     "Predict through oneDNN with BatchNorm folded (default on); off = the plain module.")

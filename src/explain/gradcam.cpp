@@ -127,7 +127,8 @@ void finish(Heatmap& h) {
 std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const torch::Tensor& x,
                                        const std::vector<preprocess::PipelineResult>& prs,
                                        const std::vector<Target>& targets, const Options& options) {
-  MultiTaskNet net = impl.net;  // a handle on the same module
+  MultiTaskNet net = impl.run_net();  // a handle: the CPU master, or its copy on the device
+  const torch::Tensor xd = impl.to_device(x);
   const int stage = stage_index(options.layer);
   const int last = static_cast<int>(model::EncoderConfig::stage_names().size()) - 1;
   bool reads_all = false;
@@ -141,7 +142,7 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
     if (auto fast = impl.fast_encoder())
       base = fast->forward(x, reads_all || stage < last);
     else
-      base = net->encoder()->forward(x);
+      base = net->encoder()->forward(xd);
   }
   // 2. the explained stage as a leaf; the deeper stages and the heads with autograd on it.
   //    (clone: inference tensors cannot enter an autograd graph)
@@ -150,7 +151,7 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
   model::Stages s = net->encoder()->forward_from(stage, a);
   for (int k = 0; k < stage; ++k)
     if (base.maps[static_cast<std::size_t>(k)].defined()) s.maps[static_cast<std::size_t>(k)] = base.maps[static_cast<std::size_t>(k)].clone();
-  model::MultiTaskNetImpl::Output out = net->forward_heads(std::move(s), x);
+  model::MultiTaskNetImpl::Output out = net->forward_heads(std::move(s), xd);
 
   const int64_t n = x.size(0);
   std::vector<Explanation> result(static_cast<std::size_t>(n));
@@ -165,13 +166,17 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
                                                           /*create_graph=*/false, /*allow_unused=*/true);
     torch::NoGradGuard no_grad;
     torch::Tensor grad = g[0].defined() ? g[0] : torch::zeros_like(a_detached);
-    torch::Tensor cam = combine(options.method, a_detached, grad);  // (N, d, h, w)
+    torch::Tensor cam = combine(options.method, a_detached.to(torch::kFloat32), grad.to(torch::kFloat32));  // (N, d, h, w)
     torch::Tensor up = F::interpolate(cam.unsqueeze(1), F::InterpolateFuncOptions()
                                                              .size(std::vector<int64_t>{x.size(2), x.size(3), x.size(4)})
                                                              .mode(torch::kTrilinear)
                                                              .align_corners(false))
                            .squeeze(1);
-    const torch::Tensor yd = y.detach();
+    if (!cam.device().is_cpu()) {  // one copy of each back to the host, after the device is done
+      cam = cam.cpu();
+      up = up.cpu();
+    }
+    const torch::Tensor yd = y.detach().to(torch::kCPU, torch::kFloat64);
     for (int64_t r = 0; r < n; ++r) {
       const preprocess::PipelineResult& pr = prs[static_cast<std::size_t>(r)];
       Heatmap h;
@@ -198,6 +203,7 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
   torch::NoGradGuard no_grad;
   model::MultiTaskNetImpl::Output detached;
   for (auto& [name, t] : out.heads) detached.heads[name] = t.detach();
+  model::Model::Impl::outputs_to_host(detached);
   for (int64_t r = 0; r < n; ++r)
     result[static_cast<std::size_t>(r)].prediction = impl.decode(detached, r, prs[static_cast<std::size_t>(r)]);
   return result;

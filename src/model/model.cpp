@@ -2,17 +2,24 @@
 /// Model: construction, the model file, prediction.
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <condition_variable>
 #include <sstream>
+#include <thread>
+
+#include <torch/cuda.h>
+#include <torch/version.h>
 
 #include "ichkit/core/error.h"
 #include "ichkit/core/runtime.h"
 #include "ichkit/core/version.h"
 #include "ichkit/io/atomic_file.h"
+#include "ichkit/io/read.h"
 #include "ichkit/model/detail/impl.h"
 #include "ichkit/model/metrics.h"
 #include "bundle.h"
@@ -406,7 +413,7 @@ Prediction Model::Impl::decode(const MultiTaskNetImpl::Output& out, std::int64_t
 
 std::shared_ptr<const FastEncoder> Model::Impl::fast_encoder() const {
   MultiTaskNet n = net;  // a handle on the same module (this is const)
-  if (!fast_inference || !FastEncoder::supported(n->config().encoder)) return nullptr;
+  if (!device.is_cpu() || !fast_inference || !FastEncoder::supported(n->config().encoder)) return nullptr;
   std::lock_guard<std::mutex> lock(fast_mutex_);
   if (!fast_) fast_ = std::make_shared<FastEncoder>(n->encoder());
   return fast_;
@@ -415,17 +422,94 @@ std::shared_ptr<const FastEncoder> Model::Impl::fast_encoder() const {
 void Model::Impl::weights_changed() {
   std::lock_guard<std::mutex> lock(fast_mutex_);
   fast_.reset();
+  device_net_ = MultiTaskNet(nullptr);
+}
+
+MultiTaskNet Model::Impl::run_net() const {
+  if (device.is_cpu() && dtype == torch::kFloat32) return net;
+  std::lock_guard<std::mutex> lock(fast_mutex_);
+  if (!device_net_) {
+    // the copy may be made inside an inference-mode call (predict); its weights must still be
+    // ordinary tensors, since explain() runs autograd through them
+    c10::InferenceMode not_inference(false);
+    MultiTaskNet master = net;  // a handle (this is const)
+    MultiTaskNet copy(master->config());
+    load_state(copy, named_state(master));
+    copy->to(device, dtype);
+    copy->eval();
+    if (device.is_cuda()) {
+      torch::NoGradGuard ng;
+      for (auto& p : copy->named_parameters(true))
+        if (p.value().dim() == 5) p.value().set_data(p.value().contiguous(at::MemoryFormat::ChannelsLast3d));
+    }
+    device_net_ = copy;
+  }
+  return device_net_;
+}
+
+torch::Tensor Model::Impl::to_device(const torch::Tensor& x) const {
+  if (device.is_cpu()) return dtype == torch::kFloat32 ? x : x.to(dtype);
+  // pinned staging buffer -> asynchronous host-to-device copy; the kernels that follow are
+  // queued on the same stream, so no explicit synchronisation is needed
+  torch::Tensor pinned = x.is_pinned() ? x : x.contiguous().pin_memory();
+  return pinned.to(device, dtype, /*non_blocking=*/true).contiguous(at::MemoryFormat::ChannelsLast3d);
+}
+
+void Model::Impl::outputs_to_host(MultiTaskNetImpl::Output& out) {
+  for (auto& [name, t] : out.heads)
+    if (!t.device().is_cpu() || t.scalar_type() != torch::kFloat32) t = t.to(torch::kCPU, torch::kFloat32);
 }
 
 MultiTaskNetImpl::Output Model::Impl::infer(const torch::Tensor& x) const {
   c10::InferenceMode guard;
-  MultiTaskNet n = net;
   if (auto fast = fast_encoder()) {
+    MultiTaskNet n = net;
     bool all = false;
     for (const auto& h : n->heads()) all = all || h->reads_all_stages();
     return n->forward_heads(fast->forward(x, all), x);
   }
-  return n->forward(x);
+  MultiTaskNet n = run_net();
+  MultiTaskNetImpl::Output out = n->forward(to_device(x));
+  outputs_to_host(out);
+  return out;
+}
+
+void Model::set_device(const std::string& device, const std::string& precision) {
+  torch::ScalarType dt;
+  if (precision == "float32") dt = torch::kFloat32;
+  else if (precision == "bfloat16") dt = torch::kBFloat16;
+  else if (precision == "float16") dt = torch::kFloat16;
+  else throw InvalidArgument("set_device: precision must be float32, bfloat16 or float16, not '" + precision + "'");
+  torch::Device d(torch::kCPU);
+  try {
+    d = torch::Device(device);
+  } catch (const c10::Error&) {
+    throw InvalidArgument("set_device: '" + device + "' is not a device (cpu, cuda, cuda:N)");
+  }
+  if (!d.is_cpu() && !d.is_cuda()) throw InvalidArgument("set_device: only cpu and cuda are supported, not '" + device + "'");
+  if (d.is_cuda()) {
+    if (!torch::cuda::is_available())
+      throw InvalidArgument("set_device: '" + device + "' asked for, but this LibTorch (" + std::string(TORCH_VERSION) +
+                            ") has no CUDA device available");
+    if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count()))
+      throw InvalidArgument("set_device: '" + device + "' asked for, but only " + std::to_string(torch::cuda::device_count()) +
+                            " CUDA device(s) are visible");
+  }
+  if (d.is_cpu() && dt != torch::kFloat32)
+    throw InvalidArgument("set_device: reduced precision (" + precision + ") is for CUDA; the CPU runs float32");
+  impl_->weights_changed();
+  impl_->device = d;
+  impl_->dtype = dt;
+}
+
+std::string Model::device() const { return impl_->device.str(); }
+
+std::string Model::precision() const {
+  switch (impl_->dtype) {
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: return "float32";
+  }
 }
 
 Prediction Model::predict(const Volume<float>& scan) const { return predict(std::vector<Volume<float>>{scan}, 1).at(0); }
@@ -468,6 +552,126 @@ std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, 
     MultiTaskNetImpl::Output o = impl_->infer(x);
     for (std::size_t r = 0; r < idx.size(); ++r) out[idx[r]] = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
   });
+  return out;
+}
+
+// ---- cohorts ------------------------------------------------------------------------------
+
+std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& paths, const CohortOptions& options) const {
+  if (options.batch_size < 1) throw InvalidArgument("predict_files: batch_size must be >= 1");
+  if (options.readers < 0 || options.ahead < 0) throw InvalidArgument("predict_files: readers and ahead must be >= 0");
+  const std::size_t n = paths.size();
+  std::vector<CohortItem> out(n);
+  for (std::size_t i = 0; i < n; ++i) out[i].path = paths[i];
+  if (n == 0) return out;
+  const std::size_t batch = static_cast<std::size_t>(options.batch_size);
+  const std::size_t ahead = options.ahead > 0 ? static_cast<std::size_t>(options.ahead) : 2 * batch;
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const int readers = options.readers > 0 ? options.readers : static_cast<int>(std::clamp(hw / 4, 1u, 4u));
+
+  struct Ready {
+    torch::Tensor x;
+    preprocess::PipelineResult pr;
+    std::string error;
+  };
+  std::mutex m;
+  std::condition_variable cv;
+  std::map<std::size_t, Ready> ready;
+  std::size_t next_claim = 0, consumed = 0;
+  bool stop = false;
+
+  auto reader = [&] {
+    for (;;) {
+      std::size_t i;
+      {
+        std::unique_lock<std::mutex> lock(m);
+        cv.wait(lock, [&] { return stop || next_claim >= n || next_claim < consumed + ahead; });
+        if (stop || next_claim >= n) return;
+        i = next_claim++;
+      }
+      Ready r;
+      try {
+        auto [x, pr] = impl_->prepare(io::read(paths[i], options.read));
+        r.x = std::move(x);
+        r.pr = std::move(pr);
+      } catch (const std::exception& e) {
+        r.error = e.what();
+      }
+      {
+        std::lock_guard<std::mutex> lock(m);
+        ready.emplace(i, std::move(r));
+      }
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> threads;
+  struct Joiner {  // stop and join the readers however the consumer leaves
+    std::mutex& m;
+    std::condition_variable& cv;
+    bool& stop;
+    std::vector<std::thread>& threads;
+    ~Joiner() {
+      {
+        std::lock_guard<std::mutex> lock(m);
+        stop = true;
+      }
+      cv.notify_all();
+      for (auto& t : threads) t.join();
+    }
+  } joiner{m, cv, stop, threads};
+  for (int r = 0; r < readers; ++r) threads.emplace_back(reader);
+
+  std::vector<torch::Tensor> xs;
+  std::vector<preprocess::PipelineResult> prs;
+  std::vector<std::size_t> idx;
+  auto flush = [&] {
+    if (xs.empty()) return;
+    try {
+      torch::Tensor x;
+      if (xs.size() == 1) {
+        x = xs[0];
+      } else {
+        // one batch buffer (pinned when it goes to a GPU: the copy is then asynchronous)
+        std::vector<int64_t> shape = xs[0].sizes().vec();
+        shape[0] = static_cast<int64_t>(xs.size());
+        x = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(impl_->device.is_cuda()));
+        for (std::size_t r = 0; r < xs.size(); ++r) x[static_cast<int64_t>(r)].copy_(xs[r][0]);
+      }
+      MultiTaskNetImpl::Output o = impl_->infer(x);
+      for (std::size_t r = 0; r < idx.size(); ++r) {
+        out[idx[r]].prediction = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
+        out[idx[r]].ok = true;
+      }
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      for (std::size_t i : idx) out[i].error = "the network cannot run on this input: " + what.substr(0, what.find('\n'));
+    } catch (const std::exception& e) {
+      for (std::size_t i : idx) out[i].error = e.what();
+    }
+    xs.clear();
+    prs.clear();
+    idx.clear();
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    Ready r;
+    {
+      std::unique_lock<std::mutex> lock(m);
+      cv.wait(lock, [&] { return ready.count(i) > 0; });
+      r = std::move(ready.at(i));
+      ready.erase(i);
+      consumed = i + 1;
+    }
+    cv.notify_all();
+    if (!r.error.empty()) {
+      out[i].error = std::move(r.error);
+      continue;
+    }
+    if (!xs.empty() && (r.x.sizes() != xs.front().sizes() || xs.size() == batch)) flush();
+    xs.push_back(std::move(r.x));
+    prs.push_back(std::move(r.pr));
+    idx.push_back(i);
+  }
+  flush();
   return out;
 }
 

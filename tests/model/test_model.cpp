@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "ichkit/core/error.h"
+#include "ichkit/io/nifti.h"
 #include "ichkit/model/detail/impl.h"
 #include "ichkit/model/model.h"
 #include "ichkit/phantom/phantom.h"
@@ -205,4 +206,88 @@ TEST_CASE("model: the oneDNN fast path (BatchNorm folded) equals the plain modul
     const double scale = a.maps[s].abs().max().item<double>();
     CHECK((a.maps[s] - b.maps[s]).abs().max().item<double>() < 1e-4 * std::max(1.0, scale));
   }
+}
+
+TEST_CASE("model: set_device refuses what this build cannot run, and 'cpu' changes nothing") {
+  Model m(small_config(), 13);
+  const Prediction before = m.predict(scan());
+  CHECK(m.device() == "cpu");
+  CHECK(m.precision() == "float32");
+  CHECK_THROWS_AS(m.set_device("tpu"), InvalidArgument);
+  CHECK_THROWS_AS(m.set_device("cpu", "float8"), InvalidArgument);
+  CHECK_THROWS_AS(m.set_device("cpu", "bfloat16"), InvalidArgument);  // reduced precision is for CUDA
+  if (!torch::cuda::is_available()) {
+    CHECK_THROWS_WITH_AS(m.set_device("cuda"), doctest::Contains("no CUDA device"), InvalidArgument);
+  }
+  CHECK(m.device() == "cpu");  // a refused call leaves the model as it was
+  m.set_device("cpu");
+  const Prediction after = m.predict(scan());
+  CHECK(after["volume"].value == before["volume"].value);
+  CHECK(after["prognosis"].probabilities == before["prognosis"].probabilities);
+}
+
+TEST_CASE("model: on CUDA, float32 predictions equal the CPU's and bfloat16 stays close" * doctest::skip(!torch::cuda::is_available())) {
+  Model m(small_config(), 17);
+  const Prediction cpu = m.predict(scan());
+  m.set_device("cuda");
+  const Prediction gpu = m.predict(scan());
+  CHECK(gpu["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(1e-4));
+  CHECK(gpu["prognosis"].probabilities[1] == doctest::Approx(cpu["prognosis"].probabilities[1]).epsilon(1e-4));
+  m.set_device("cuda", "bfloat16");
+  const Prediction bf = m.predict(scan());
+  CHECK(bf["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(0.05));
+  CHECK(std::abs(bf["prognosis"].probabilities[1] - cpu["prognosis"].probabilities[1]) < 0.02);
+  // the master weights stay float32 on the CPU
+  CHECK(same_state(m, Model(small_config(), 17)));
+}
+
+TEST_CASE("model: predict_files overlaps reading with the network and equals predict() scan by scan") {
+  Model m(small_config(), 23);
+  test::TempDir tmp;
+  const std::string dir = tmp.path().string();
+  std::vector<std::string> paths;
+  std::vector<Volume<float>> scans;
+  for (int s = 0; s < 5; ++s) {
+    phantom::CaseOptions o;
+    o.seed = 40 + static_cast<std::uint64_t>(s);
+    o.shape = {96, 96, 12};
+    o.spacing = {2.4, 2.4, 10.0};
+    o.supersample = 1;
+    scans.push_back(phantom::make_case(o).image);
+    paths.push_back(dir + "/scan" + std::to_string(s) + ".nii.gz");
+    io::write_nifti(scans.back(), paths.back());
+  }
+  // a missing file and a corrupt one in the middle: reported, and the others go on
+  paths.insert(paths.begin() + 2, dir + "/missing.nii.gz");
+  {
+    std::ofstream(dir + "/corrupt.nii.gz") << "not an image";
+  }
+  paths.insert(paths.begin() + 4, dir + "/corrupt.nii.gz");
+  for (int readers : {1, 3}) {
+    CohortOptions o;
+    o.batch_size = 2;
+    o.readers = readers;
+    std::vector<CohortItem> got = m.predict_files(paths, o);
+    REQUIRE(got.size() == paths.size());
+    std::size_t s = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      CHECK(got[i].path == paths[i]);
+      if (i == 2 || i == 4) {
+        CHECK_FALSE(got[i].ok);
+        CHECK(got[i].error.find(i == 2 ? "missing" : "corrupt") != std::string::npos);
+        continue;
+      }
+      REQUIRE(got[i].ok);
+      // the scan went through the file (float32 NIfTI round trip is exact) and the same network
+      const Prediction want = m.predict(io::read_nifti<float>(paths[i]));
+      CHECK(got[i].prediction["volume"].value == doctest::Approx(want["volume"].value).epsilon(1e-5));
+      CHECK(got[i].prediction["prognosis"].probabilities[1] == doctest::Approx(want["prognosis"].probabilities[1]).epsilon(1e-5));
+      CHECK(got[i].prediction["seg"].mask.shape() == scans[s].shape());
+      ++s;
+    }
+  }
+  CHECK(m.predict_files({}).empty());
+  CohortOptions bad;
+  bad.batch_size = 0;
+  CHECK_THROWS_AS(m.predict_files(paths, bad), InvalidArgument);
 }

@@ -231,3 +231,43 @@ def test_bad_configs_are_refused():
     with pytest.raises(ichkit.FormatError, match="widht"):
         ichkit.model.Model(cfg)
     assert set(ichkit.model.head_types()) >= {"regression", "classification", "ordinal", "segmentation"}
+
+
+def test_predict_files_reads_ahead_and_equals_predict(model, scan, tmp_path):
+    import nibabel as nib
+
+    paths = []
+    for s in range(3):
+        case = ichkit.phantom.make_case(seed=20 + s, shape=[96, 96, 12], spacing=[2.4, 2.4, 10.0], supersample=1)
+        p = tmp_path / f"s{s}.nii.gz"
+        # written by nibabel, an independent writer, as int16 like a scanner's export
+        nib.save(nib.Nifti1Image(np.rint(case["image"].array).astype(np.int16), case["image"].affine), str(p))
+        paths.append(str(p))
+    (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    paths.insert(1, str(tmp_path / "bad.nii.gz"))
+    got = model.predict_files(paths, batch_size=2, readers=2)
+    assert [g["path"] for g in got] == paths
+    assert not got[1]["ok"] and got[1]["prediction"] is None and got[1]["error"]
+    for g in (got[0], got[2], got[3]):
+        assert g["ok"], g["error"]
+        img = nib.load(g["path"])
+        want = model.predict(ichkit.Volume(img.get_fdata(dtype=np.float32), img.affine))
+        assert g["prediction"]["volume"]["value"] == pytest.approx(want["volume"]["value"], rel=1e-5)
+        assert g["prediction"]["prognosis"]["probabilities"] == pytest.approx(want["prognosis"]["probabilities"], rel=1e-5)
+        assert g["prediction"]["seg"]["mask"].shape == img.shape
+
+
+def test_set_device_refuses_what_this_build_cannot_run(scan):
+    m = ichkit.model.Model(small_config(), seed=5)
+    before = m.predict(scan)["volume"]["value"]
+    assert (m.device, m.precision) == ("cpu", "float32")
+    with pytest.raises(ValueError, match="not a device|only cpu and cuda"):
+        m.set_device("tpu")
+    with pytest.raises(ValueError, match="for CUDA"):
+        m.set_device("cpu", "bfloat16")
+    if not ichkit.runtime_info()["cuda"]:
+        with pytest.raises(ValueError, match="no CUDA device"):
+            m.set_device("cuda")
+    assert m.device == "cpu"
+    m.set_device("cpu")
+    assert m.predict(scan)["volume"]["value"] == before

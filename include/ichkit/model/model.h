@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ichkit/core/volume.h"
+#include "ichkit/io/read.h"
 #include "ichkit/model/config.h"
 #include "ichkit/preprocess/pipeline.h"
 
@@ -63,6 +64,22 @@ struct NamedArray {
   std::vector<std::int64_t> i64;  ///< values when int64
 };
 
+/// How Model::predict_files overlaps reading and preprocessing with the network.
+struct CohortOptions {
+  int batch_size = 4;  ///< scans per forward pass (consecutive scans of one input shape)
+  int readers = 0;     ///< threads that read and preprocess; 0: 1 per 4 hardware threads, 1 to 4
+  int ahead = 0;       ///< scans prepared ahead of the network; 0: 2 x batch_size
+  io::ReadOptions read;
+};
+
+/// One scan of a cohort: its prediction, or why there is none.
+struct CohortItem {
+  std::string path;
+  bool ok = false;
+  std::string error;  ///< the reader's or the network's message when !ok
+  Prediction prediction;
+};
+
 struct LoadOptions {
   std::uint64_t max_bytes = std::uint64_t(4) << 30;  ///< refuse larger files (ResourceError)
 };
@@ -85,6 +102,21 @@ public:
   Prediction predict(const Volume<float>& scan) const;
   /// Several scans; scans whose pipeline output has the same shape share one forward pass.
   std::vector<Prediction> predict(const std::vector<Volume<float>>& scans, int batch_size = 4) const;
+
+  /// Predict a cohort of image files (anything io::read takes): reader threads read and
+  /// preprocess the next scans while the network runs on the current batch, so on a GPU (or
+  /// with spare cores) the preprocessing hides behind inference. Results come in input order;
+  /// a file that cannot be read or run gets ok = false and its error, and the others go on.
+  std::vector<CohortItem> predict_files(const std::vector<std::string>& paths, const CohortOptions& options = {}) const;
+
+  /// Run predict() and explain() on `device` ("cpu", "cuda", "cuda:N") in `precision`
+  /// ("float32"; on CUDA also "bfloat16" or "float16"). The float32 CPU weights stay the
+  /// master copy (training, state(), save()); the device gets a converted copy on first use.
+  /// InvalidArgument when the device is not available. Not to be called while another thread
+  /// predicts with this model.
+  void set_device(const std::string& device, const std::string& precision = "float32");
+  std::string device() const;     ///< "cpu", "cuda:0", ...
+  std::string precision() const;  ///< "float32", "bfloat16" or "float16"
 
   /// The config with fitted head parameters (target normalisation etc.).
   ModelConfig config() const;

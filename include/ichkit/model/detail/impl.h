@@ -15,6 +15,18 @@ struct Model::Impl {
   preprocess::Pipeline pipeline;
   nlohmann::json metadata = nlohmann::json::object();
   bool fast_inference = true;  ///< predict through a FastEncoder when the encoder allows it
+  torch::Device device{torch::kCPU};         ///< where predict/explain run (Model::set_device)
+  torch::ScalarType dtype = torch::kFloat32;  ///< their precision there
+
+  /// The network inference runs: `net` itself on the CPU, else a copy of its current weights on
+  /// `device` in `dtype` (made on first use; `net` stays the float32 CPU master for training,
+  /// state() and save()).
+  MultiTaskNet run_net() const;
+  /// A network input moved where run_net() lives (pinned host memory, asynchronous copy,
+  /// channels-last on CUDA); the input itself on the CPU.
+  torch::Tensor to_device(const torch::Tensor& x) const;
+  /// Head outputs as float32 CPU tensors (what decode reads).
+  static void outputs_to_host(MultiTaskNetImpl::Output& out);
 
   /// The FastEncoder snapshot of the current weights (built on first use), or nullptr when
   /// fast inference is off or unsupported.
@@ -27,6 +39,7 @@ struct Model::Impl {
 private:
   mutable std::mutex fast_mutex_;
   mutable std::shared_ptr<const FastEncoder> fast_;
+  mutable MultiTaskNet device_net_{nullptr};
 public:
 
   /// Network input for one scan: (1, C, D, H, W) float32 and the pipeline result (for the
