@@ -2,11 +2,27 @@
 /// GradientReducer over c10d::ProcessGroupGloo.
 #include "distributed.h"
 
+#ifndef ICHKIT_NO_DISTRIBUTED
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
 
 #include "ichkit/core/error.h"
 
+#ifdef ICHKIT_NO_DISTRIBUTED
+// Built with ICHKIT_WITH_DISTRIBUTED=OFF (e.g. against a LibTorch whose c10d API differs):
+// training runs on one process; asking for ranks is a clear error.
+namespace ichkit::model::detail {
+struct GradientReducer::State {};
+GradientReducer::GradientReducer(int, int, const std::string&, int, double) : rank_(0), world_(1) {
+  throw InvalidArgument("distributed training: this ichkit was built without it (ICHKIT_WITH_DISTRIBUTED=OFF)");
+}
+GradientReducer::~GradientReducer() = default;
+void GradientReducer::average(const std::vector<torch::Tensor>&) {}
+std::vector<double> GradientReducer::sum(const std::vector<double>& v) { return v; }
+void GradientReducer::barrier() {}
+}  // namespace ichkit::model::detail
+#else
 namespace ichkit::model::detail {
 
 struct GradientReducer::State {
@@ -76,3 +92,4 @@ std::vector<double> GradientReducer::sum(const std::vector<double>& values) {
 void GradientReducer::barrier() { s_->group->barrier()->wait(); }
 
 }  // namespace ichkit::model::detail
+#endif  // ICHKIT_NO_DISTRIBUTED
