@@ -3,6 +3,13 @@
 
     .venv/bin/python benchmarks/run.py [--repeats 7] [--out docs/results]
 
+Stage 'e2e' (--suite e2e): every stage of a scan's way through ichkit and the whole way (read
+.nii.gz, windows, resampling, skull strip, preprocessing, forward, Grad-CAM of both heads, write a
+heatmap, end to end), the cohort throughput against the model-only bound, and the machine's
+ceilings (oneDNN convolutions, memory bandwidth): benchmarks/device/bench_device.cpp beside
+benchmarks/device_peers.py (default and tuned Python pipelines), table by device_report.py. The
+same programs run on a GPU machine through scripts/gpu-bench.
+
 Stage 'io' (NIfTI): a 512 x 512 x 32 int16 head CT (phantom, seed 1) as .nii and .nii.gz.
   ichkit: the C++ google-benchmark program build/release/benchmarks/bench_io (median of the
           repetitions) - reading to float32 HU, writing int16.
@@ -123,8 +130,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--build", default=str(ROOT / "build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    ap.add_argument("--suite", choices=["io", "preprocess", "model", "explain", "all"], default="all")
+    ap.add_argument("--suite", choices=["e2e", "io", "preprocess", "model", "explain", "all"], default="all")
+    ap.add_argument("--cohort", type=int, default=50, help="e2e: scans in the cohort throughput run")
     args = ap.parse_args()
+    if args.suite in ("e2e", "all"):
+        e2e_suite(args)
+    if args.suite == "e2e":
+        return
     if args.suite in ("explain", "all"):
         explain_suite(args)
     if args.suite == "explain":
@@ -203,6 +215,34 @@ def main():
           "DICOM: see the docstring of benchmarks/run.py (pydicom + numpy sorting and rescale; header-only scans).", "",
           table, ""]
     (out / "benchmark-io.md").write_text("\n".join(md))
+
+
+def e2e_suite(args):
+    """Every stage and the whole pipeline per scan, ichkit (bench_device) against the default and
+    tuned Python peers (device_peers.py, each side in its own process), the cohort throughput and
+    the machine's ceilings; table by device_report.py."""
+    binary = Path(args.build) / "benchmarks" / "bench_device"
+    ensure_built(binary)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "scans"
+        ours, peers = Path(tmp) / "ichkit.json", Path(tmp) / "peers.json"
+        print("e2e: ichkit (bench_device)", file=sys.stderr, flush=True)
+        subprocess.run([str(binary), "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--batch", "4",
+                        "--work", str(work), "--out", str(ours)], check=True, stdout=subprocess.DEVNULL)
+        print("e2e: Python peers (device_peers.py; minutes: scipy's skull strip takes seconds a scan)",
+              file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_peers.py"), "--work", str(work),
+                        "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--batch", "4",
+                        "--cohort-peer", "5", "--out", str(peers)], check=True, stdout=subprocess.DEVNULL)
+        title = ("# End to end on the CPU: ichkit against the Python peer pipeline\n\n"
+                 "Measured by `benchmarks/run.py --suite e2e` (`benchmarks/device/bench_device.cpp` beside "
+                 "`benchmarks/device_peers.py`; default peer = nibabel, numpy, scipy.ndimage, eager torch, "
+                 "pytorch-grad-cam-style Grad-CAM; tuned peer = torch F.interpolate, traced + frozen model, lean "
+                 "Grad-CAM). Both sides read the same files.")
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_report.py"), str(ours), str(peers),
+                        "--out", str(out / "benchmark-e2e.md"), "--title", title], check=True)
 
 
 def preprocess_suite(args):

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -30,8 +31,10 @@ void apply_heap_retention() {
 #if defined(__GLIBC__)
   const char* env = std::getenv("ICHKIT_HEAP_RETENTION");
   if (env && std::strcmp(env, "0") == 0) return;
-  constexpr int kLimit = 1 << 30;
-  g_heap_retention = mallopt(M_MMAP_THRESHOLD, kLimit) == 1 && mallopt(M_TRIM_THRESHOLD, kLimit) == 1;
+  constexpr int kMmap = 1 << 30;  // blocks up to 1 GiB come from the heap
+  int trim_mb = 1024;              // free heap top kept, MB ($ICHKIT_HEAP_TRIM_MB)
+  if (const char* t = std::getenv("ICHKIT_HEAP_TRIM_MB")) trim_mb = std::clamp(std::atoi(t), 0, 1 << 20);
+  g_heap_retention = mallopt(M_MMAP_THRESHOLD, kMmap) == 1 && mallopt(M_TRIM_THRESHOLD, trim_mb << 20) == 1;
 #endif
 }
 }  // namespace

@@ -1,0 +1,316 @@
+// bench_device: ichkit's side of the end-to-end benchmark, on the CPU or a CUDA device.
+//
+//   bench_device [--device cpu|cuda] [--precision float32|bfloat16|float16] [--repeats 7]
+//                [--cohort 50] [--batch 4] [--work DIR] [--out result.json]
+//
+// One 512 x 512 x 32 head CT phantom (0.45 x 0.45 x 5 mm, int16 .nii.gz) goes through every
+// stage alone and then end to end: read .nii.gz, 3 windows, resampling to 1 x 1 x 5 mm, skull
+// strip, the model's whole preprocessing (skull strip included), the forward pass (batch 1 and
+// `--batch`), Grad-CAM of both heads (volume, prognosis) back on the scan grid, and writing a
+// heatmap .nii.gz. Then a cohort of `--cohort` files through Model::predict_files (reading and
+// preprocessing overlapped with inference) against the model-only bound, and, on the CPU, the
+// machine's ceilings: every convolution of the forward alone in oneDNN, and memory bandwidth.
+// benchmarks/run.py --suite e2e (CPU) and scripts/gpu-bench (CUDA) run it beside
+// benchmarks/device_peers.py; benchmarks/device_report.py writes the table.
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "ichkit/core/runtime.h"
+#include "ichkit/core/threading.h"
+#include "ichkit/explain/gradcam.h"
+#include "ichkit/io/nifti.h"
+#include "ichkit/io/read.h"
+#include "ichkit/model/detail/impl.h"
+#include "ichkit/model/model.h"
+#include "ichkit/phantom/phantom.h"
+#include "ichkit/preprocess/pipeline.h"
+#include "ichkit/preprocess/resample.h"
+#include "ichkit/preprocess/skull_strip.h"
+#include "ichkit/preprocess/window.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+using namespace ichkit;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+bool g_cuda = false;
+
+void device_sync() {
+  if (g_cuda) torch::cuda::synchronize();
+}
+
+json g_rss_after = json::object();  // the process's peak RSS after each stage (MB)
+
+json timeit(const std::function<void()>& fn, int repeats);
+double peak_rss_mb();
+
+/// Time a stage and note the peak RSS reached by then.
+void stage(json& st, const std::string& name, const std::function<void()>& fn, int repeats) {
+  st[name] = timeit(fn, repeats);
+  g_rss_after[name] = peak_rss_mb();
+}
+
+json timeit(const std::function<void()>& fn, int repeats) {
+  fn();  // warm-up: page cache, allocator, oneDNN/cuDNN primitive choice
+  device_sync();
+  std::vector<double> ts;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    fn();
+    device_sync();
+    ts.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::vector<double> s = ts;
+  std::sort(s.begin(), s.end());
+  const double med = s.size() % 2 ? s[s.size() / 2] : 0.5 * (s[s.size() / 2 - 1] + s[s.size() / 2]);
+  return json{{"median_ms", med}, {"min_ms", s.front()}, {"max_ms", s.back()}, {"n", repeats}};
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+/// Copy bandwidth (bytes read + written per second) over 512 MB buffers, all threads, best of 5.
+double memory_bandwidth_gbs() {
+  const std::size_t n = std::size_t(64) << 20;  // floats: 256 MB each
+  std::vector<float> a(n, 1.0f), b(n, 0.0f);
+  double best = 1e30;
+  for (int r = 0; r < 6; ++r) {
+    const auto t0 = Clock::now();
+#pragma omp parallel for schedule(static)
+    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) b[i] = a[i] * 1.0001f;
+    const double t = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (r > 0) best = std::min(best, t);
+  }
+  if (b[n / 2] < 0) std::cerr << "";
+  return 2.0 * static_cast<double>(n) * sizeof(float) / best / 1e9;
+}
+
+/// The oneDNN ceiling: each convolution of the forward (batch `n`) alone, best of 3, summed.
+json conv_ceiling(const model::Model& m, const std::vector<int64_t>& input) {
+  auto fast = m.impl()->fast_encoder();
+  if (!fast) return nullptr;
+  auto convs = fast->convolutions(input);
+  double total = 0, flops = 0;
+  for (const auto& c : convs) {
+    torch::Tensor x = torch::rand(c.in_shape).to_mkldnn();
+    double best = 1e30;
+    for (int r = 0; r < 4; ++r) {
+      const auto t0 = Clock::now();
+      torch::Tensor y = at::mkldnn_convolution(x, c.weight, c.bias, c.padding, c.stride, {1, 1, 1}, 1);
+      const double t = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (r > 0) best = std::min(best, t);
+    }
+    total += best;
+    flops += c.flops;
+  }
+  return json{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ichkit end-to-end benchmark (the ichkit side; see benchmarks/device_peers.py)"};
+  std::string device = "cpu", precision = "float32", out, work;
+  int repeats = 7, cohort = 50, batch = 4;
+  app.add_option("--device", device, "cpu or cuda");
+  app.add_option("--precision", precision, "float32, bfloat16 or float16 (CUDA)");
+  app.add_option("--repeats", repeats, "timed runs per stage (after one warm-up)")->check(CLI::Range(1, 1000));
+  app.add_option("--cohort", cohort, "scans in the cohort throughput run (0: skip)")->check(CLI::Range(0, 100000));
+  app.add_option("--batch", batch, "batch size of the batched forward and the cohort")->check(CLI::Range(1, 256));
+  app.add_option("--work", work, "folder for the scan files (default: a fresh temporary folder)");
+  app.add_option("--out", out, "write the results as JSON here");
+  bool prepare_only = false;
+  app.add_flag("--prepare-only", prepare_only, "only write the scan files into --work");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    init_runtime();
+    g_cuda = device.rfind("cuda", 0) == 0;
+    namespace fs = std::filesystem;
+    const bool own_work = work.empty();
+    if (own_work) work = (fs::temp_directory_path() / ("ichkit-bench-" + std::to_string(::getpid()))).string();
+    fs::create_directories(work);
+
+    json r;
+    const RuntimeInfo info = runtime_info();
+    r["side"] = "ichkit";
+    r["device"] = device;
+    r["precision"] = precision;
+    r["threads"] = info.threads;
+    r["torch"] = info.torch_version;
+    r["ichkit"] = info.ichkit_version;
+    r["heap_retention"] = info.heap_retention;
+    if (g_cuda) {
+      if (!torch::cuda::is_available()) throw InvalidArgument("--device cuda: no CUDA device visible to LibTorch");
+    }
+    std::cerr << "bench_device: " << device << " " << precision << ", " << info.threads << " threads, torch " << info.torch_version
+              << "\n";
+
+    // ---- the scan (int16 on disk, like a scanner's output) and 8 distinct scans for the cohort,
+    // made by a child process, so that the phantom generator's memory is not in this process's
+    // peak RSS (the Python peers read the same files)
+    const std::string scan_path = work + "/scan.nii.gz";
+    if (prepare_only) {
+      for (int s = -1; s < 8; ++s) {
+        phantom::CaseOptions o;
+        o.seed = s < 0 ? 1 : 100 + static_cast<std::uint64_t>(s);
+        io::write_nifti(phantom::make_case(o).image.cast<std::int16_t>(),
+                        s < 0 ? scan_path : work + "/cohort" + std::to_string(s) + ".nii.gz");
+      }
+      return 0;
+    }
+    if (!fs::exists(scan_path) || !fs::exists(work + "/cohort7.nii.gz")) {
+      const std::string cmd = "'" + fs::read_symlink("/proc/self/exe").string() + "' --prepare-only --work '" + work + "'";
+      if (std::system(cmd.c_str()) != 0) throw Error("could not make the scans: " + cmd);
+    }
+
+    json& st = r["stages"];
+    stage(st, "read_nii_gz", [&] { io::read(scan_path); }, repeats);
+    Volume<float> scan = io::read(scan_path);
+    stage(st, "window3", [&] { preprocess::window_stack(scan); }, repeats);
+    stage(st, "resample_1mm", [&] { preprocess::resample_to_spacing(scan, {1.0, 1.0, 5.0}, preprocess::Interp::Linear); },
+                                repeats);
+    stage(st, "skull_strip", [&] { preprocess::skull_strip(scan); }, repeats);
+
+    // the paper's model with skull stripping in its pipeline
+    model::ModelConfig cfg = model::ModelConfig::default_multitask();
+    preprocess::Pipeline pipe;
+    pipe.reorient("RAS").skull_strip().resample_to_spacing({1.0, 1.0, 5.0}).crop_to_foreground(-500, 5)
+        .center_crop_or_pad({192, 192, 32}).window();
+    cfg.pipeline = json::parse(pipe.to_json());
+    model::Model m(cfg, 0);
+    if (device != "cpu" || precision != "float32") m.set_device(device, precision);
+    stage(st, "preprocess", [&] { pipe.run(scan); }, repeats);
+
+    auto [x1, pr] = m.impl()->prepare(scan);
+    r["network_input"] = x1.sizes().vec();
+    torch::Tensor xb = x1.repeat({batch, 1, 1, 1, 1}).contiguous();
+    if (g_cuda) {
+      x1 = x1.contiguous().pin_memory();
+      xb = xb.pin_memory();
+    }
+    stage(st, "forward_b1", [&] { m.impl()->infer(x1); }, repeats);
+    stage(st, "forward_b" + std::to_string(batch), [&] { m.impl()->infer(xb); }, repeats);
+    const std::vector<explain::Target> targets{explain::Target("volume"), explain::Target("prognosis", 1)};
+    // Grad-CAM of both heads from the preprocessed scan (what the peers time: the network input
+    // in memory, maps on its grid): a model with the same weights whose pipeline is the windows
+    // alone, on the network-grid HU volume - one forward shared by both maps, the gradients to
+    // layer4, both maps upsampled (and the prediction)
+    explain::Options eo;
+    {
+      model::ModelConfig wcfg = cfg;
+      preprocess::Pipeline wp;
+      wp.window();
+      wcfg.pipeline = json::parse(wp.to_json());
+      model::Model mw(wcfg, 0);
+      if (device != "cpu" || precision != "float32") mw.set_device(device, precision);
+      const Volume<float> net_grid = pr.volume;
+      stage(st, "gradcam_both", [&] { explain::explain(mw, net_grid, targets, eo); }, repeats);
+    }
+    // the same from the scan in memory: the whole preprocessing (skull strip included), and both
+    // maps carried back onto the 512 x 512 x 32 scan grid
+    stage(st, "gradcam_both_from_scan", [&] { explain::explain(m, scan, targets, eo); }, repeats);
+    explain::Explanation ex = explain::explain(m, scan, targets, eo);
+    const std::string heat_path = work + "/heat.nii.gz";
+    stage(st, "write_heatmap", [&] { io::write_nifti(ex.maps[0].raw, heat_path); }, repeats);
+    // end to end: file in, both heatmaps and the prediction out
+    stage(st, "end_to_end", 
+        [&] {
+          Volume<float> v = io::read(scan_path);
+          explain::Explanation e = explain::explain(m, v, targets, eo);
+          io::write_nifti(e.maps[0].raw, work + "/heat_volume.nii.gz");
+          io::write_nifti(e.maps[1].raw, work + "/heat_prognosis.nii.gz");
+        },
+        repeats);
+    r["prediction"] = {{"volume_ml", ex.prediction["volume"].value}, {"p_poor", ex.prediction["prognosis"].probabilities.at(1)}};
+
+    r["peak_rss_mb"] = peak_rss_mb();  // the per-scan stages (before the cohort and the ceilings)
+    r["peak_rss_mb_after"] = g_rss_after;
+
+    // ---- cohort: predict_files over `cohort` files (8 distinct scans, cycled) vs the model bound
+    if (cohort > 0) {
+      std::vector<std::string> files;
+      for (int s = 0; s < 8; ++s) files.push_back(work + "/cohort" + std::to_string(s) + ".nii.gz");
+      std::vector<std::string> paths;
+      for (int i = 0; i < cohort; ++i) paths.push_back(files[static_cast<std::size_t>(i) % files.size()]);
+      model::Model cm(cfg, 0);  // the model's pipeline (skull strip included)
+      if (device != "cpu" || precision != "float32") cm.set_device(device, precision);
+      model::CohortOptions co;
+      co.batch_size = batch;
+      cm.predict_files({paths[0]}, co);  // warm-up
+      device_sync();
+      const auto t0 = Clock::now();
+      std::vector<model::CohortItem> items = cm.predict_files(paths, co);
+      device_sync();
+      const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+      int ok = 0;
+      for (const auto& it : items) ok += it.ok;
+      if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
+      const double fwd_ms = st["forward_b" + std::to_string(batch)]["median_ms"].get<double>();
+      const double bound = batch / (fwd_ms / 1e3);
+      r["cohort"] = {{"scans", cohort},
+                     {"batch", batch},
+                     {"readers", co.readers},
+                     {"seconds", sec},
+                     {"scans_per_s", cohort / sec},
+                     {"model_bound_scans_per_s", bound},
+                     {"fraction_of_bound", (cohort / sec) / bound}};
+      r["peak_rss_mb_with_cohort"] = peak_rss_mb();
+    }
+
+    // ---- ceilings (CPU)
+    if (!g_cuda) {
+      const double gbs = memory_bandwidth_gbs();
+      const std::size_t voxels = scan.size();
+      const double window_bytes = static_cast<double>(voxels) * 4 * (1 + 3);  // read once, write 3 channels
+      r["ceilings"]["memory_bandwidth_gbs"] = gbs;
+      r["ceilings"]["window3_gbs"] = window_bytes / (st["window3"]["median_ms"].get<double>() / 1e3) / 1e9;
+      std::vector<int64_t> in1 = x1.sizes().vec();
+      json c1 = conv_ceiling(m, in1);
+      r["ceilings"]["onednn_conv_b1"] = c1;
+      if (!c1.is_null())
+        r["ceilings"]["forward_b1_gflops"] = c1["gflop"].get<double>() / (st["forward_b1"]["median_ms"].get<double>() / 1e3);
+      std::vector<int64_t> inb = in1;
+      inb[0] = batch;
+      json cb = conv_ceiling(m, inb);
+      r["ceilings"]["onednn_conv_b" + std::to_string(batch)] = cb;
+      if (!cb.is_null())
+        r["ceilings"]["forward_b" + std::to_string(batch) + "_gflops"] =
+            cb["gflop"].get<double>() / (st["forward_b" + std::to_string(batch)]["median_ms"].get<double>() / 1e3);
+    } else {
+      r["gpu"] = torch::cuda::device_count() > 0 ? "cuda" : "";
+    }
+    if (own_work) fs::remove_all(work);
+
+    const std::string text = r.dump(2);
+    if (!out.empty()) {
+      std::ofstream f(out);
+      f << text << "\n";
+      if (!f) throw IoError("cannot write " + out);
+    }
+    std::cout << text << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_device: " << e.what() << "\n";
+    return 1;
+  }
+}

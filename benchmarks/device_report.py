@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Table of an end-to-end benchmark run: bench_device's JSON (ichkit) beside device_peers.py's
+(the default and tuned Python pipelines), as Markdown (and the merged JSON beside it).
+
+    python3 benchmarks/device_report.py ICHKIT.json PEERS.json --out table.md
+"""
+import argparse
+import json
+from pathlib import Path
+
+STAGES = [
+    ("read_nii_gz", "read .nii.gz (512x512x32 int16)", "nibabel"),
+    ("window3", "3 windows", "numpy"),
+    ("resample_1mm", "resample to 1x1x5 mm", "scipy zoom / torch interpolate"),
+    ("skull_strip", "skull strip", "scipy.ndimage"),
+    ("preprocess", "whole preprocessing (skull strip, resample, crop/pad, windows)", "numpy + scipy / torch"),
+    ("forward_b1", "forward, batch 1", "eager / traced + frozen"),
+    ("forward_b{batch}", "forward, batch {batch}", "eager / traced + frozen"),
+    ("gradcam_both", "Grad-CAM of both heads (from the network input)", "pytorch-grad-cam way / lean hooks"),
+    ("gradcam_both_from_scan", "Grad-CAM of both heads from the scan (ichkit: + preprocessing, maps on the scan grid)", ""),
+    ("write_heatmap", "write a heatmap .nii.gz", "nibabel"),
+    ("end_to_end", "**end to end per scan** (file in, prediction + 2 heatmaps out)", "the whole pipeline"),
+]
+
+
+def ms(t):
+    return f"{t['median_ms']:.1f} ({t['min_ms']:.1f}..{t['max_ms']:.1f})" if t else "-"
+
+
+def ratio(peer, ours):
+    return f"**{peer['median_ms'] / ours['median_ms']:.1f}x**" if peer and ours else "-"
+
+
+def report(ich, peers):
+    batch = ich.get("cohort", {}).get("batch") or next(
+        (int(k[9:]) for k in ich["stages"] if k.startswith("forward_b") and k != "forward_b1"), 4)
+    d, t = peers.get("default", {}), peers.get("tuned", {})
+    dev = ich["device"] + (f" ({t.get('gpu') or d.get('gpu')})" if ich["device"] != "cpu" else "")
+    lines = [f"Device: **{dev}**, {ich['threads']} CPU threads on both sides; ichkit {ich['ichkit']} (LibTorch "
+             f"{ich['torch']}, {ich['precision']}), Python peers on torch {t.get('torch', d.get('torch', '?'))}. "
+             f"Network input {'x'.join(str(v) for v in ich['network_input'][1:])} (C, D, H, W). Medians of "
+             f"the timed runs after a warm-up (min..max); slow peer stages (> 2 s) 5 runs.", "",
+             "| stage | ichkit ms | default peer ms | default / ichkit | tuned peer ms | tuned / ichkit |",
+             "|---|---|---|---|---|---|"]
+    for key, label, _ in STAGES:
+        key = key.format(batch=batch)
+        label = label.format(batch=batch)
+        a = ich["stages"].get(key)
+        if a is None:
+            continue
+        pd, pt = d.get("stages", {}).get(key), t.get("stages", {}).get(key)
+        lines.append(f"| {label} | {ms(a)} | {ms(pd)} | {ratio(pd, a)} | {ms(pt)} | {ratio(pt, a)} |")
+    lines.append("")
+    rss = [("ichkit", ich.get("peak_rss_mb")), ("default peer", d.get("peak_rss_mb")), ("tuned peer", t.get("peak_rss_mb"))]
+    lines.append("Peak RSS after the per-scan stages: " + ", ".join(f"{n} {v:.0f} MB" for n, v in rss if v) + ".")
+    gpu = [(n, p.get("peak_gpu_mb")) for n, p in (("default peer", d), ("tuned peer", t)) if p.get("peak_gpu_mb")]
+    if gpu:
+        lines.append("Peak GPU memory allocated by torch: " + ", ".join(f"{n} {v:.0f} MB" for n, v in gpu) + ".")
+    c = ich.get("cohort")
+    if c:
+        lines += ["", "| cohort | scans/s | scans/min | note |", "|---|---|---|---|",
+                  f"| ichkit `predict_files` ({c['scans']} scans, batch {c['batch']}, reading + preprocessing "
+                  f"overlapped) | {c['scans_per_s']:.2f} | {60 * c['scans_per_s']:.0f} | "
+                  f"**{c['fraction_of_bound']:.2f} of the model-only bound** |",
+                  f"| model-only bound (forward batch {c['batch']} alone) | {c['model_bound_scans_per_s']:.2f} | "
+                  f"{60 * c['model_bound_scans_per_s']:.0f} | |"]
+        tc = t.get("cohort")
+        if tc:
+            lines.append(f"| tuned peer, serial ({tc['scans']} scans timed) | {tc['scans_per_s']:.3f} | "
+                         f"{60 * tc['scans_per_s']:.1f} | ichkit **{c['scans_per_s'] / tc['scans_per_s']:.1f}x** |")
+    ce = ich.get("ceilings")
+    if ce:
+        lines += ["", "| ceiling (same run) | measured | ichkit | ichkit / ceiling |", "|---|---|---|---|"]
+        for k in sorted(ce):
+            if k.startswith("onednn_conv_b") and ce[k]:
+                b = k[len("onednn_conv_b"):]
+                ours = ce.get(f"forward_b{b}_gflops")
+                lines.append(f"| oneDNN 3D convolutions, batch {b} (each alone, summed) | {ce[k]['gflops']:.0f} GFLOP/s "
+                             f"({ce[k]['gflop']:.1f} GFLOP) | forward {ours:.0f} GFLOP/s | **{100 * ours / ce[k]['gflops']:.0f} %** |")
+        if "memory_bandwidth_gbs" in ce:
+            lines.append(f"| memory bandwidth (copy, all threads) | {ce['memory_bandwidth_gbs']:.1f} GB/s | 3 windows "
+                         f"{ce['window3_gbs']:.1f} GB/s | **{100 * ce['window3_gbs'] / ce['memory_bandwidth_gbs']:.0f} %** |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("ichkit")
+    ap.add_argument("peers")
+    ap.add_argument("--out")
+    ap.add_argument("--title", default="")
+    a = ap.parse_args()
+    ich = json.loads(Path(a.ichkit).read_text())
+    peers = json.loads(Path(a.peers).read_text())
+    if "side" in peers:  # a single side
+        peers = {peers["side"]: peers}
+    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers)
+    if a.out:
+        Path(a.out).write_text(text)
+        Path(a.out).with_suffix(".json").write_text(json.dumps({"ichkit": ich, "peers": peers}, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
