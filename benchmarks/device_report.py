@@ -11,7 +11,8 @@ from pathlib import Path
 STAGES = [
     ("read_nii_gz", "read .nii.gz (512x512x32 int16)", "nibabel"),
     ("window3", "3 windows", "numpy"),
-    ("resample_1mm", "resample to 1x1x5 mm", "scipy zoom / torch interpolate"),
+    ("resample_1mm", "resample to 1x1x5 mm (ichkit: with Gaussian anti-aliasing, its default)", ""),
+    ("resample_1mm_noaa", "resample to 1x1x5 mm, linear without anti-aliasing (the peers' job: scipy zoom / torch interpolate)", ""),
     ("skull_strip", "skull strip", "scipy.ndimage"),
     ("preprocess", "whole preprocessing (skull strip, resample, crop/pad, windows)", "numpy + scipy / torch"),
     ("forward_b1", "forward, batch 1", "eager / traced + frozen"),
@@ -31,7 +32,7 @@ def ratio(peer, ours):
     return f"**{peer['median_ms'] / ours['median_ms']:.1f}x**" if peer and ours else "-"
 
 
-def report(ich, peers):
+def report(ich, peers, alone=None):
     batch = ich.get("cohort", {}).get("batch") or next(
         (int(k[9:]) for k in ich["stages"] if k.startswith("forward_b") and k != "forward_b1"), 4)
     d, t = peers.get("default", {}), peers.get("tuned", {})
@@ -48,11 +49,18 @@ def report(ich, peers):
         a = ich["stages"].get(key)
         if a is None:
             continue
-        pd, pt = d.get("stages", {}).get(key), t.get("stages", {}).get(key)
+        peer_key = "resample_1mm" if key == "resample_1mm_noaa" else key  # the peers have one resampling
+        pd, pt = d.get("stages", {}).get(peer_key), t.get("stages", {}).get(peer_key)
         lines.append(f"| {label} | {ms(a)} | {ms(pd)} | {ratio(pd, a)} | {ms(pt)} | {ratio(pt, a)} |")
     lines.append("")
     rss = [("ichkit", ich.get("peak_rss_mb")), ("default peer", d.get("peak_rss_mb")), ("tuned peer", t.get("peak_rss_mb"))]
     lines.append("Peak RSS after the per-scan stages: " + ", ".join(f"{n} {v:.0f} MB" for n, v in rss if v) + ".")
+    if alone:
+        ri, rp = alone
+        parts = [f"ichkit {ri['peak_rss_mb']:.0f} MB"] + [
+            f"{side} peer {rp[side]['peak_rss_mb']:.0f} MB" for side in ("default", "tuned") if side in rp]
+        lines.append("**Peak RSS of a process that runs only the end-to-end job** (one scan file in, prediction + "
+                     "2 heatmaps out, 3 times): " + ", ".join(parts) + ".")
     gpu = [(n, p.get("peak_gpu_mb")) for n, p in (("default peer", d), ("tuned peer", t)) if p.get("peak_gpu_mb")]
     if gpu:
         lines.append("Peak GPU memory allocated by torch: " + ", ".join(f"{n} {v:.0f} MB" for n, v in gpu) + ".")
@@ -89,15 +97,22 @@ def main():
     ap.add_argument("peers")
     ap.add_argument("--out")
     ap.add_argument("--title", default="")
+    ap.add_argument("--rss", nargs=2, metavar=("ICHKIT", "PEERS"),
+                    help="results of both sides run with --only end_to_end (their own peak RSS)")
     a = ap.parse_args()
     ich = json.loads(Path(a.ichkit).read_text())
     peers = json.loads(Path(a.peers).read_text())
     if "side" in peers:  # a single side
         peers = {peers["side"]: peers}
-    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers)
+    rss = None
+    if a.rss:
+        ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
+        rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
+    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss)
     if a.out:
         Path(a.out).write_text(text)
-        Path(a.out).with_suffix(".json").write_text(json.dumps({"ichkit": ich, "peers": peers}, indent=2) + "\n")
+        Path(a.out).with_suffix(".json").write_text(
+            json.dumps({"ichkit": ich, "peers": peers, "end_to_end_alone": rss}, indent=2) + "\n")
     print(text)
 
 

@@ -236,13 +236,20 @@ def e2e_suite(args):
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_peers.py"), "--work", str(work),
                         "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--batch", "4",
                         "--cohort-peer", "5", "--out", str(peers)], check=True, stdout=subprocess.DEVNULL)
+        # each side's end-to-end job alone in a fresh process: its own peak memory
+        rss_ours, rss_peers = Path(tmp) / "rss-ichkit.json", Path(tmp) / "rss-peers.json"
+        subprocess.run([str(binary), "--repeats", "3", "--only", "end_to_end", "--work", str(work), "--out", str(rss_ours)],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_peers.py"), "--work", str(work), "--repeats", "3",
+                        "--cohort", "0", "--only", "end_to_end", "--out", str(rss_peers)], check=True, stdout=subprocess.DEVNULL)
         title = ("# End to end on the CPU: ichkit against the Python peer pipeline\n\n"
                  "Measured by `benchmarks/run.py --suite e2e` (`benchmarks/device/bench_device.cpp` beside "
                  "`benchmarks/device_peers.py`; default peer = nibabel, numpy, scipy.ndimage, eager torch, "
                  "pytorch-grad-cam-style Grad-CAM; tuned peer = torch F.interpolate, traced + frozen model, lean "
                  "Grad-CAM). Both sides read the same files.")
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_report.py"), str(ours), str(peers),
-                        "--out", str(out / "benchmark-e2e.md"), "--title", title], check=True)
+                        "--rss", str(rss_ours), str(rss_peers), "--out", str(out / "benchmark-e2e.md"), "--title", title],
+                       check=True)
 
 
 def preprocess_suite(args):

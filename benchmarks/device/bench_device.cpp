@@ -22,6 +22,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
+#include <sstream>
 #include <iostream>
 #include <thread>
 
@@ -56,12 +58,16 @@ void device_sync() {
 }
 
 json g_rss_after = json::object();  // the process's peak RSS after each stage (MB)
+std::set<std::string> g_only;      // --only: the stages to time (empty: all)
+
+bool wanted(const std::string& name) { return g_only.empty() || g_only.count(name) > 0; }
 
 json timeit(const std::function<void()>& fn, int repeats);
 double peak_rss_mb();
 
 /// Time a stage and note the peak RSS reached by then.
 void stage(json& st, const std::string& name, const std::function<void()>& fn, int repeats) {
+  if (!wanted(name)) return;
   st[name] = timeit(fn, repeats);
   g_rss_after[name] = peak_rss_mb();
 }
@@ -125,6 +131,30 @@ json conv_ceiling(const model::Model& m, const std::vector<int64_t>& input) {
   return json{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};
 }
 
+/// The paper's model (ResNet-18 width 32, volume + prognosis) with skull stripping in its pipeline.
+model::ModelConfig paper_config() {
+  model::ModelConfig cfg = model::ModelConfig::default_multitask();
+  preprocess::Pipeline pipe;
+  pipe.reorient("RAS").skull_strip().resample_to_spacing({1.0, 1.0, 5.0}).crop_to_foreground(-500, 5)
+      .center_crop_or_pad({192, 192, 32}).window();
+  cfg.pipeline = json::parse(pipe.to_json());
+  return cfg;
+}
+
+const std::vector<explain::Target>& both_heads() {
+  static const std::vector<explain::Target> t{explain::Target("volume"), explain::Target("prognosis", 1)};
+  return t;
+}
+
+/// One scan end to end: the file in; the prediction and both heatmaps (on the scan grid) out.
+explain::Explanation end_to_end(const model::Model& m, const std::string& scan_path, const std::string& work) {
+  Volume<float> v = io::read(scan_path);
+  explain::Explanation e = explain::explain(m, v, both_heads(), explain::Options{});
+  io::write_nifti(e.maps[0].raw, work + "/heat_volume.nii.gz");
+  io::write_nifti(e.maps[1].raw, work + "/heat_prognosis.nii.gz");
+  return e;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,11 +168,22 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "batch size of the batched forward and the cohort")->check(CLI::Range(1, 256));
   app.add_option("--work", work, "folder for the scan files (default: a fresh temporary folder)");
   app.add_option("--out", out, "write the results as JSON here");
+  std::string only;
+  app.add_option("--only", only, "comma-separated stages (and 'cohort', 'ceilings') to run; default all. "
+                                 "Run one stage alone to see its own peak RSS");
   bool prepare_only = false;
   app.add_flag("--prepare-only", prepare_only, "only write the scan files into --work");
   CLI11_PARSE(app, argc, argv);
 
   try {
+    {
+      std::stringstream ss(only);
+      for (std::string w; std::getline(ss, w, ',');)
+        if (!w.empty()) g_only.insert(w);
+      // what the cohort bound and the ceilings' fractions are computed from
+      if (g_only.count("cohort")) g_only.insert("forward_b" + std::to_string(batch));
+      if (g_only.count("ceilings")) g_only.insert({"window3", "forward_b1", "forward_b" + std::to_string(batch)});
+    }
     init_runtime();
     g_cuda = device.rfind("cuda", 0) == 0;
     namespace fs = std::filesystem;
@@ -184,19 +225,30 @@ int main(int argc, char** argv) {
     }
 
     json& st = r["stages"];
+    if (g_only == std::set<std::string>{"end_to_end"}) {
+      // the end-to-end job alone in this process: its own peak RSS, nothing else held
+      model::Model m(paper_config(), 0);
+      if (device != "cpu" || precision != "float32") m.set_device(device, precision);
+      stage(st, "end_to_end", [&] { end_to_end(m, scan_path, work); }, repeats);
+      r["peak_rss_mb"] = peak_rss_mb();
+      if (own_work) fs::remove_all(work);
+      if (!out.empty()) std::ofstream(out) << r.dump(2) << "\n";
+      std::cout << r.dump(2) << "\n";
+      return 0;
+    }
     stage(st, "read_nii_gz", [&] { io::read(scan_path); }, repeats);
     Volume<float> scan = io::read(scan_path);
     stage(st, "window3", [&] { preprocess::window_stack(scan); }, repeats);
     stage(st, "resample_1mm", [&] { preprocess::resample_to_spacing(scan, {1.0, 1.0, 5.0}, preprocess::Interp::Linear); },
                                 repeats);
+    // the same job as scipy's zoom / torch's interpolate: linear, no anti-aliasing
+    stage(st, "resample_1mm_noaa",
+          [&] { preprocess::resample_to_spacing(scan, {1.0, 1.0, 5.0}, preprocess::Interp::Linear, 0.0, false); }, repeats);
     stage(st, "skull_strip", [&] { preprocess::skull_strip(scan); }, repeats);
 
     // the paper's model with skull stripping in its pipeline
-    model::ModelConfig cfg = model::ModelConfig::default_multitask();
-    preprocess::Pipeline pipe;
-    pipe.reorient("RAS").skull_strip().resample_to_spacing({1.0, 1.0, 5.0}).crop_to_foreground(-500, 5)
-        .center_crop_or_pad({192, 192, 32}).window();
-    cfg.pipeline = json::parse(pipe.to_json());
+    const model::ModelConfig cfg = paper_config();
+    const preprocess::Pipeline pipe = preprocess::Pipeline::from_json(cfg.pipeline.dump());
     model::Model m(cfg, 0);
     if (device != "cpu" || precision != "float32") m.set_device(device, precision);
     stage(st, "preprocess", [&] { pipe.run(scan); }, repeats);
@@ -210,7 +262,7 @@ int main(int argc, char** argv) {
     }
     stage(st, "forward_b1", [&] { m.impl()->infer(x1); }, repeats);
     stage(st, "forward_b" + std::to_string(batch), [&] { m.impl()->infer(xb); }, repeats);
-    const std::vector<explain::Target> targets{explain::Target("volume"), explain::Target("prognosis", 1)};
+    const std::vector<explain::Target>& targets = both_heads();
     // Grad-CAM of both heads from the preprocessed scan (what the peers time: the network input
     // in memory, maps on its grid): a model with the same weights whose pipeline is the windows
     // alone, on the network-grid HU volume - one forward shared by both maps, the gradients to
@@ -233,21 +285,14 @@ int main(int argc, char** argv) {
     const std::string heat_path = work + "/heat.nii.gz";
     stage(st, "write_heatmap", [&] { io::write_nifti(ex.maps[0].raw, heat_path); }, repeats);
     // end to end: file in, both heatmaps and the prediction out
-    stage(st, "end_to_end", 
-        [&] {
-          Volume<float> v = io::read(scan_path);
-          explain::Explanation e = explain::explain(m, v, targets, eo);
-          io::write_nifti(e.maps[0].raw, work + "/heat_volume.nii.gz");
-          io::write_nifti(e.maps[1].raw, work + "/heat_prognosis.nii.gz");
-        },
-        repeats);
+    stage(st, "end_to_end", [&] { end_to_end(m, scan_path, work); }, repeats);
     r["prediction"] = {{"volume_ml", ex.prediction["volume"].value}, {"p_poor", ex.prediction["prognosis"].probabilities.at(1)}};
 
     r["peak_rss_mb"] = peak_rss_mb();  // the per-scan stages (before the cohort and the ceilings)
     r["peak_rss_mb_after"] = g_rss_after;
 
     // ---- cohort: predict_files over `cohort` files (8 distinct scans, cycled) vs the model bound
-    if (cohort > 0) {
+    if (cohort > 0 && wanted("cohort")) {
       std::vector<std::string> files;
       for (int s = 0; s < 8; ++s) files.push_back(work + "/cohort" + std::to_string(s) + ".nii.gz");
       std::vector<std::string> paths;
@@ -278,7 +323,7 @@ int main(int argc, char** argv) {
     }
 
     // ---- ceilings (CPU)
-    if (!g_cuda) {
+    if (!g_cuda && wanted("ceilings")) {
       const double gbs = memory_bandwidth_gbs();
       const std::size_t voxels = scan.size();
       const double window_bytes = static_cast<double>(voxels) * 4 * (1 + 3);  // read once, write 3 channels
