@@ -448,7 +448,7 @@ MultiTaskNet Model::Impl::run_net() const {
 }
 
 torch::Tensor Model::Impl::to_device(const torch::Tensor& x) const {
-  if (device.is_cpu()) return dtype == torch::kFloat32 ? x : x.to(dtype);
+  if (device.is_cpu()) return x;  // set_device allows only float32 there
   // pinned staging buffer -> asynchronous host-to-device copy; the kernels that follow are
   // queued on the same stream, so no explicit synchronisation is needed
   torch::Tensor pinned = x.is_pinned() ? x : x.contiguous().pin_memory();
@@ -514,6 +514,32 @@ std::string Model::precision() const {
 
 Prediction Model::predict(const Volume<float>& scan) const { return predict(std::vector<Volume<float>>{scan}, 1).at(0); }
 
+torch::Tensor Model::Impl::stack(const std::vector<torch::Tensor>& xs) const {
+  if (xs.size() == 1) return xs[0];
+  // one batch buffer (pinned when it goes to a GPU: the copy is then asynchronous)
+  std::vector<int64_t> shape = xs[0].sizes().vec();
+  shape[0] = static_cast<int64_t>(xs.size());
+  torch::Tensor x = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(device.is_cuda()));
+  for (std::size_t r = 0; r < xs.size(); ++r) x[static_cast<int64_t>(r)].copy_(xs[r][0]);
+  return x;
+}
+
+namespace {
+/// Run `fn` on the batch `x`; a LibTorch error (e.g. a network input smaller than the encoder's
+/// strides allow) becomes ichkit's InvalidArgument with the input shape and LibTorch's first line.
+template <class Fn>
+void with_network_errors(const torch::Tensor& x, Fn&& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    throw InvalidArgument("the network cannot run on this input (shape " + std::to_string(x.size(2)) + "x" +
+                          std::to_string(x.size(3)) + "x" + std::to_string(x.size(4)) +
+                          " (D, H, W) after the pipeline): " + what.substr(0, what.find('\n')));
+  }
+}
+}  // namespace
+
 void Model::Impl::for_each_batch(const std::vector<Volume<float>>& scans, int batch_size, const BatchFn& run) const {
   if (batch_size < 1) throw InvalidArgument("batch_size must be >= 1");
   std::vector<torch::Tensor> xs;
@@ -521,16 +547,8 @@ void Model::Impl::for_each_batch(const std::vector<Volume<float>>& scans, int ba
   std::vector<std::size_t> idx;
   auto flush = [&] {
     if (xs.empty()) return;
-    try {
-      run(xs.size() == 1 ? xs[0] : torch::cat(xs, 0), prs, idx);
-    } catch (const c10::Error& e) {
-      // e.g. a network input smaller than the encoder's strides allow: ichkit's error type,
-      // with LibTorch's first line
-      const std::string what = e.what_without_backtrace();
-      throw InvalidArgument("the network cannot run on this input (shape " + std::to_string(xs.front().size(2)) + "x" +
-                            std::to_string(xs.front().size(3)) + "x" + std::to_string(xs.front().size(4)) +
-                            " (D, H, W) after the pipeline): " + what.substr(0, what.find('\n')));
-    }
+    const torch::Tensor x = stack(xs);
+    with_network_errors(x, [&] { run(x, prs, idx); });
     xs.clear();
     prs.clear();
     idx.clear();
@@ -627,24 +645,13 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   auto flush = [&] {
     if (xs.empty()) return;
     try {
-      torch::Tensor x;
-      if (xs.size() == 1) {
-        x = xs[0];
-      } else {
-        // one batch buffer (pinned when it goes to a GPU: the copy is then asynchronous)
-        std::vector<int64_t> shape = xs[0].sizes().vec();
-        shape[0] = static_cast<int64_t>(xs.size());
-        x = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(impl_->device.is_cuda()));
-        for (std::size_t r = 0; r < xs.size(); ++r) x[static_cast<int64_t>(r)].copy_(xs[r][0]);
-      }
-      MultiTaskNetImpl::Output o = impl_->infer(x);
+      const torch::Tensor x = impl_->stack(xs);
+      MultiTaskNetImpl::Output o;
+      with_network_errors(x, [&] { o = impl_->infer(x); });
       for (std::size_t r = 0; r < idx.size(); ++r) {
         out[idx[r]].prediction = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
         out[idx[r]].ok = true;
       }
-    } catch (const c10::Error& e) {
-      const std::string what = e.what_without_backtrace();
-      for (std::size_t i : idx) out[i].error = "the network cannot run on this input: " + what.substr(0, what.find('\n'));
     } catch (const std::exception& e) {
       for (std::size_t i : idx) out[i].error = e.what();
     }

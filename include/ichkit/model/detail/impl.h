@@ -25,6 +25,8 @@ struct Model::Impl {
   /// A network input moved where run_net() lives (pinned host memory, asynchronous copy,
   /// channels-last on CUDA); the input itself on the CPU.
   torch::Tensor to_device(const torch::Tensor& x) const;
+  /// Same-shape (1, C, D, H, W) inputs as one (N, C, D, H, W) batch (pinned for a GPU).
+  torch::Tensor stack(const std::vector<torch::Tensor>& xs) const;
   /// Head outputs as float32 CPU tensors (what decode reads).
   static void outputs_to_host(MultiTaskNetImpl::Output& out);
 
