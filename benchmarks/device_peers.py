@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import explain_peers  # noqa: E402
+import model_peers  # noqa: E402
 import preprocess_peers as pp  # noqa: E402
 
 
@@ -149,23 +150,6 @@ def write(path, data, affine):
         f.write(d.tobytes(order="F"))
 
 
-def crop_pad(x, target=(192, 192, 32), fill=-1024.0):
-    """Crop to the head (> -500 HU) + 5 voxels, then centre crop/pad - what ichkit's pipeline does."""
-    idx = np.argwhere(x > -500)
-    if len(idx):
-        lo = np.maximum(idx.min(0) - [5, 5, 1], 0)
-        hi = np.minimum(idx.max(0) + 1 + [5, 5, 1], x.shape)
-        x = x[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    out = np.full(target, fill, np.float32)
-    src, dst = [], []
-    for n, t in zip(x.shape, target):
-        a = abs(n - t) // 2
-        src.append(slice(a, a + t) if n >= t else slice(0, n))
-        dst.append(slice(0, t) if n >= t else slice(a, a + n))
-    out[tuple(dst)] = x[tuple(src)]
-    return out
-
-
 def preprocess(hu, spacing, side, device):
     """Skull strip, 1 x 1 x 5 mm, crop/pad to 192 x 192 x 32, 3 windows -> (1, 3, 32, 192, 192) on device."""
     brain = pp.skull_strip(hu, spacing)
@@ -174,9 +158,8 @@ def preprocess(hu, spacing, side, device):
     if side == "default":
         x = ndimage.zoom(x, [a / b for a, b in zip(new_shape, x.shape)], order=1, prefilter=False)
     else:
-        t = torch.from_numpy(np.ascontiguousarray(x.T))[None, None].to(device)
-        x = F.interpolate(t, size=new_shape[::-1], mode="trilinear", align_corners=False)[0, 0].cpu().numpy().T
-    w = pp.window3(crop_pad(x))  # (3, i, j, k)
+        x = pp.torch_resize(x, new_shape[::-1], device).numpy().T
+    w = pp.window3(pp.crop_pad(x))  # (3, i, j, k)
     return torch.from_numpy(np.ascontiguousarray(w.transpose(0, 3, 2, 1)))[None].to(device)  # (1, 3, D, H, W)
 
 
@@ -208,28 +191,17 @@ def run_side(args):
         stage("resample_1mm", lambda: pp.scipy_zoom(hu, factors))
     else:
         size = [int(round(n * f)) for n, f in zip(hu.shape, factors)][::-1]
-        stage("resample_1mm", lambda: pp.torch_resize(hu, size) if not cuda else F.interpolate(
-            torch.from_numpy(np.ascontiguousarray(hu.T))[None, None].to(device), size=size, mode="trilinear",
-            align_corners=False).cpu())
+        stage("resample_1mm", lambda: pp.torch_resize(hu, size, device))
     stage("skull_strip", lambda: pp.skull_strip(hu, spacing))
     stage("preprocess", lambda: preprocess(hu, spacing, side, device))
     x1 = preprocess(hu, spacing, side, device)
     r["network_input"] = list(x1.shape)
     xb = x1.repeat(args.batch, 1, 1, 1, 1).contiguous()
     if side == "default":
-        fwd = lambda x: explain_peers_forward(net, x)  # noqa: E731
+        fwd = lambda x: model_peers.eager_forward(net, x)  # noqa: E731
     else:
-        frozen = {}
-        for name, x in (("b1", x1), ("bn", xb)):
-            with torch.no_grad():
-                tr = torch.jit.trace(_Heads(net).eval(), x, check_trace=False)
-                f = torch.jit.freeze(tr)
-                try:
-                    f = torch.jit.optimize_for_inference(f)
-                except Exception:  # noqa: BLE001 - older builds: frozen is the best available
-                    pass
-            frozen[name] = f
-        fwd = lambda x: _run_frozen(frozen["b1" if x.shape[0] == 1 else "bn"], x)  # noqa: E731
+        frozen = {"b1": model_peers.frozen(net, x1), "bn": model_peers.frozen(net, xb)}
+        fwd = lambda x: model_peers.frozen_forward(frozen["b1" if x.shape[0] == 1 else "bn"], x)  # noqa: E731
     stage("forward_b1", lambda: fwd(x1))
     stage(f"forward_b{args.batch}", lambda: fwd(xb))
     gradcam = explain_peers.pytorch_grad_cam_style if side == "default" else explain_peers.lean
@@ -260,14 +232,12 @@ def run_side(args):
     if args.cohort > 0 and side == "tuned" and (want is None or "cohort" in want):
         files = sorted(str(p) for p in Path(args.work).glob("cohort*.nii.gz"))
         paths = [files[i % len(files)] for i in range(min(args.cohort, args.cohort_peer))]
-        predict = fwd
-
         def one(p):
             v, aff = read(p)
             sp = [float(np.linalg.norm(aff[:3, a])) for a in range(3)]
-            out = predict(preprocess(v, sp, side, device))
+            out = fwd(preprocess(v, sp, side, device))  # the frozen model's tuple of head outputs
             if cuda:
-                out = [o.cpu() for o in (out if isinstance(out, (tuple, list)) else out[1].values())]
+                [o.cpu() for o in out]
 
         one(paths[0])
         sync()
@@ -281,26 +251,6 @@ def run_side(args):
     if cuda:
         r["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return r
-
-
-class _Heads(torch.nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        _, out = self.net(x)
-        return tuple(out[k] for k in sorted(out))
-
-
-def _run_frozen(f, x):
-    with torch.no_grad():
-        return f(x)
-
-
-def explain_peers_forward(net, x):
-    with torch.no_grad():
-        return net(x)
 
 
 def main():

@@ -8,19 +8,19 @@ import argparse
 import json
 from pathlib import Path
 
-STAGES = [
-    ("read_nii_gz", "read .nii.gz (512x512x32 int16)", "nibabel"),
-    ("window3", "3 windows", "numpy"),
-    ("resample_1mm", "resample to 1x1x5 mm (ichkit: with Gaussian anti-aliasing, its default)", ""),
-    ("resample_1mm_noaa", "resample to 1x1x5 mm, linear without anti-aliasing (the peers' job: scipy zoom / torch interpolate)", ""),
-    ("skull_strip", "skull strip", "scipy.ndimage"),
-    ("preprocess", "whole preprocessing (skull strip, resample, crop/pad, windows)", "numpy + scipy / torch"),
-    ("forward_b1", "forward, batch 1", "eager / traced + frozen"),
-    ("forward_b{batch}", "forward, batch {batch}", "eager / traced + frozen"),
-    ("gradcam_both", "Grad-CAM of both heads (from the network input)", "pytorch-grad-cam way / lean hooks"),
-    ("gradcam_both_from_scan", "Grad-CAM of both heads from the scan (ichkit: + preprocessing, maps on the scan grid)", ""),
-    ("write_heatmap", "write a heatmap .nii.gz", "nibabel"),
-    ("end_to_end", "**end to end per scan** (file in, prediction + 2 heatmaps out)", "the whole pipeline"),
+STAGES = [  # (key, label)
+    ("read_nii_gz", "read .nii.gz (512x512x32 int16)"),
+    ("window3", "3 windows"),
+    ("resample_1mm", "resample to 1x1x5 mm (ichkit: with Gaussian anti-aliasing, its default)"),
+    ("resample_1mm_noaa", "resample to 1x1x5 mm, linear without anti-aliasing (the peers' job: scipy zoom / torch interpolate)"),
+    ("skull_strip", "skull strip"),
+    ("preprocess", "whole preprocessing (skull strip, resample, crop/pad, windows)"),
+    ("forward_b1", "forward, batch 1"),
+    ("forward_b{batch}", "forward, batch {batch}"),
+    ("gradcam_both", "Grad-CAM of both heads (from the network input)"),
+    ("gradcam_both_from_scan", "Grad-CAM of both heads from the scan (ichkit: + preprocessing, maps on the scan grid)"),
+    ("write_heatmap", "write a heatmap .nii.gz"),
+    ("end_to_end", "**end to end per scan** (file in, prediction + 2 heatmaps out)"),
 ]
 
 
@@ -43,7 +43,7 @@ def report(ich, peers, alone=None):
              f"the timed runs after a warm-up (min..max); slow peer stages (> 2 s) 5 runs.", "",
              "| stage | ichkit ms | default peer ms | default / ichkit | tuned peer ms | tuned / ichkit |",
              "|---|---|---|---|---|---|"]
-    for key, label, _ in STAGES:
+    for key, label in STAGES:
         key = key.format(batch=batch)
         label = label.format(batch=batch)
         a = ich["stages"].get(key)

@@ -3,11 +3,11 @@ same parameter names, same weights) in Python torch, run the way a researcher wo
 eager, and traced + frozen (torch.jit.trace, torch.jit.freeze, optimize_for_inference)."""
 import torch
 
-from ichkit import nets
-
 
 def build(config, state):
     """The PyTorch mirror with the C++ model's weights, eval mode."""
+    from ichkit import nets  # here, not at the top: device_peers.py uses this module without the extension
+
     net = nets.MultiTaskNet(config)
     net.load_state_arrays(state)
     return net.eval()

@@ -18,9 +18,10 @@ def scipy_zoom(x, factors):
     return ndimage.zoom(x, factors, order=1, prefilter=False)
 
 
-def torch_resize(x, size):
-    t = torch.from_numpy(np.ascontiguousarray(x.T))[None, None]  # (1, 1, D, H, W)
-    return F.interpolate(t, size=size, mode="trilinear", align_corners=False)[0, 0]
+def torch_resize(x, size, device="cpu"):
+    """Trilinear F.interpolate of an (i, j, k) array to size (D, H, W); the result on the CPU."""
+    t = torch.from_numpy(np.ascontiguousarray(x.T))[None, None].to(device)  # (1, 1, D, H, W)
+    return F.interpolate(t, size=size, mode="trilinear", align_corners=False)[0, 0].cpu()
 
 
 def ball(radius_mm, spacing):
@@ -44,23 +45,24 @@ def skull_strip(hu, spacing, opening_mm=5.0):
     return ndimage.binary_dilation(brain, structure=b) & (sm < 100)
 
 
+def crop_pad(x, target=(192, 192, 32), fill=-1024.0):
+    """Crop to the head (> -500 HU) + 5 voxels (1 slice), then centre crop/pad to `target`."""
+    idx = np.argwhere(x > -500)
+    if len(idx):
+        lo = np.maximum(idx.min(0) - [5, 5, 1], 0)
+        hi = np.minimum(idx.max(0) + 1 + [5, 5, 1], x.shape)
+        x = x[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    out = np.full(target, fill, np.float32)
+    src, dst = [], []
+    for n, t in zip(x.shape, target):
+        a = abs(n - t) // 2
+        src.append(slice(a, a + t) if n >= t else slice(0, n))
+        dst.append(slice(0, t) if n >= t else slice(a, a + n))
+    out[tuple(dst)] = x[tuple(src)]
+    return out
+
+
 def pipeline(hu, spacing):
     """RAS (already), 1 x 1 x 5 mm, crop to the head + 5 mm, centre crop/pad 192 x 192 x 32, 3 windows."""
     x = ndimage.zoom(hu, [s / t for s, t in zip(spacing, (1.0, 1.0, 5.0))], order=1, prefilter=False)
-    idx = np.argwhere(x > -500)
-    lo = np.maximum(idx.min(0) - [5, 5, 1], 0)
-    hi = np.minimum(idx.max(0) + 1 + [5, 5, 1], x.shape)
-    x = x[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    out = np.full((192, 192, 32), -1024, np.float32)
-    src, dst = [], []
-    for n, t in zip(x.shape, (192, 192, 32)):
-        if n >= t:
-            a = (n - t) // 2
-            src.append(slice(a, a + t))
-            dst.append(slice(0, t))
-        else:
-            a = (t - n) // 2
-            src.append(slice(0, n))
-            dst.append(slice(a, a + n))
-    out[tuple(dst)] = x[tuple(src)]
-    return window3(out)
+    return window3(crop_pad(x))

@@ -57,21 +57,6 @@ void device_sync() {
   if (g_cuda) torch::cuda::synchronize();
 }
 
-json g_rss_after = json::object();  // the process's peak RSS after each stage (MB)
-std::set<std::string> g_only;      // --only: the stages to time (empty: all)
-
-bool wanted(const std::string& name) { return g_only.empty() || g_only.count(name) > 0; }
-
-json timeit(const std::function<void()>& fn, int repeats);
-double peak_rss_mb();
-
-/// Time a stage and note the peak RSS reached by then.
-void stage(json& st, const std::string& name, const std::function<void()>& fn, int repeats) {
-  if (!wanted(name)) return;
-  st[name] = timeit(fn, repeats);
-  g_rss_after[name] = peak_rss_mb();
-}
-
 json timeit(const std::function<void()>& fn, int repeats) {
   fn();  // warm-up: page cache, allocator, oneDNN/cuDNN primitive choice
   device_sync();
@@ -94,6 +79,18 @@ double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
+json g_rss_after = json::object();  // the process's peak RSS after each stage (MB)
+std::set<std::string> g_only;      // --only: the stages to time (empty: all)
+
+bool wanted(const std::string& name) { return g_only.empty() || g_only.count(name) > 0; }
+
+/// Time a stage (when --only allows it) and note the peak RSS reached by then.
+void stage(json& st, const std::string& name, const std::function<void()>& fn, int repeats) {
+  if (!wanted(name)) return;
+  st[name] = timeit(fn, repeats);
+  g_rss_after[name] = peak_rss_mb();
+}
+
 /// Copy bandwidth (bytes read + written per second) over 512 MB buffers, all threads, best of 5.
 double memory_bandwidth_gbs() {
   const std::size_t n = std::size_t(64) << 20;  // floats: 256 MB each
@@ -106,7 +103,8 @@ double memory_bandwidth_gbs() {
     const double t = std::chrono::duration<double>(Clock::now() - t0).count();
     if (r > 0) best = std::min(best, t);
   }
-  if (b[n / 2] < 0) std::cerr << "";
+  volatile float sink = b[n / 2];  // the copies are used
+  (void)sink;
   return 2.0 * static_cast<double>(n) * sizeof(float) / best / 1e9;
 }
 
@@ -225,16 +223,24 @@ int main(int argc, char** argv) {
     }
 
     json& st = r["stages"];
+    auto finish = [&] {
+      if (own_work) fs::remove_all(work);
+      const std::string text = r.dump(2);
+      if (!out.empty()) {
+        std::ofstream f(out);
+        f << text << "\n";
+        if (!f) throw IoError("cannot write " + out);
+      }
+      std::cout << text << "\n";
+      return 0;
+    };
     if (g_only == std::set<std::string>{"end_to_end"}) {
       // the end-to-end job alone in this process: its own peak RSS, nothing else held
       model::Model m(paper_config(), 0);
-      if (device != "cpu" || precision != "float32") m.set_device(device, precision);
+      m.set_device(device, precision);
       stage(st, "end_to_end", [&] { end_to_end(m, scan_path, work); }, repeats);
       r["peak_rss_mb"] = peak_rss_mb();
-      if (own_work) fs::remove_all(work);
-      if (!out.empty()) std::ofstream(out) << r.dump(2) << "\n";
-      std::cout << r.dump(2) << "\n";
-      return 0;
+      return finish();
     }
     stage(st, "read_nii_gz", [&] { io::read(scan_path); }, repeats);
     Volume<float> scan = io::read(scan_path);
@@ -250,7 +256,7 @@ int main(int argc, char** argv) {
     const model::ModelConfig cfg = paper_config();
     const preprocess::Pipeline pipe = preprocess::Pipeline::from_json(cfg.pipeline.dump());
     model::Model m(cfg, 0);
-    if (device != "cpu" || precision != "float32") m.set_device(device, precision);
+    m.set_device(device, precision);
     stage(st, "preprocess", [&] { pipe.run(scan); }, repeats);
 
     auto [x1, pr] = m.impl()->prepare(scan);
@@ -274,7 +280,7 @@ int main(int argc, char** argv) {
       wp.window();
       wcfg.pipeline = json::parse(wp.to_json());
       model::Model mw(wcfg, 0);
-      if (device != "cpu" || precision != "float32") mw.set_device(device, precision);
+      mw.set_device(device, precision);
       const Volume<float> net_grid = pr.volume;
       stage(st, "gradcam_both", [&] { explain::explain(mw, net_grid, targets, eo); }, repeats);
     }
@@ -298,7 +304,7 @@ int main(int argc, char** argv) {
       std::vector<std::string> paths;
       for (int i = 0; i < cohort; ++i) paths.push_back(files[static_cast<std::size_t>(i) % files.size()]);
       model::Model cm(cfg, 0);  // the model's pipeline (skull strip included)
-      if (device != "cpu" || precision != "float32") cm.set_device(device, precision);
+      cm.set_device(device, precision);
       model::CohortOptions co;
       co.batch_size = batch;
       cm.predict_files({paths[0]}, co);  // warm-up
@@ -341,19 +347,8 @@ int main(int argc, char** argv) {
       if (!cb.is_null())
         r["ceilings"]["forward_b" + std::to_string(batch) + "_gflops"] =
             cb["gflop"].get<double>() / (st["forward_b" + std::to_string(batch)]["median_ms"].get<double>() / 1e3);
-    } else {
-      r["gpu"] = torch::cuda::device_count() > 0 ? "cuda" : "";
     }
-    if (own_work) fs::remove_all(work);
-
-    const std::string text = r.dump(2);
-    if (!out.empty()) {
-      std::ofstream f(out);
-      f << text << "\n";
-      if (!f) throw IoError("cannot write " + out);
-    }
-    std::cout << text << "\n";
-    return 0;
+    return finish();
   } catch (const std::exception& e) {
     std::cerr << "bench_device: " << e.what() << "\n";
     return 1;
