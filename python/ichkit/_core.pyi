@@ -139,7 +139,9 @@ class preprocess:  # submodule
     def crop_to_foreground(volume: Volume, threshold: float = -500.0, margin_mm: float = 0.0) -> Volume: ...
     @staticmethod
     def skull_strip(volume: Volume, brain_min_hu: float = 0.0, brain_max_hu: float = 100.0,
-                    smooth_sigma_mm: float = 1.0, opening_mm: float = 5.0, rim_max_hu: float = 300.0) -> Volume: ...
+                    smooth_sigma_mm: float = 1.0, opening_mm: float = 5.0, rim_max_hu: float = 300.0,
+                    blood_min_hu: float = 50.0, blood_core_mm: float = 2.0,
+                    blood_core_min_ml: float = 0.1, blood_rim_fraction: float = 0.25) -> Volume: ...
 
 class metrics:  # submodule
     @staticmethod

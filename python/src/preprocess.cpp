@@ -126,7 +126,8 @@ void bind_preprocess(py::module_& root) {
         "Crop to the bounding box of voxels above `threshold`, plus a margin in mm.");
 
   m.def("skull_strip", [](const py::object& v, float brain_min_hu, float brain_max_hu, double smooth_sigma_mm,
-                          double opening_mm, double rim_max_hu) {
+                          double opening_mm, double rim_max_hu, float blood_min_hu, double blood_core_mm,
+                          double blood_core_min_ml, float blood_rim_fraction) {
           const AnyVolume& av = unwrap(v);
           Volume<float> hu = as<float>(av);
           SkullStripOptions o;
@@ -135,6 +136,10 @@ void bind_preprocess(py::module_& root) {
           o.smooth_sigma_mm = smooth_sigma_mm;
           o.opening_mm = opening_mm;
           o.rim_max_hu = static_cast<float>(rim_max_hu);
+          o.blood_min_hu = blood_min_hu;
+          o.blood_core_mm = blood_core_mm;
+          o.blood_core_min_ml = blood_core_min_ml;
+          o.blood_rim_fraction = blood_rim_fraction;
           Volume<std::uint8_t> mask;
           {
             py::gil_scoped_release nogil;
@@ -144,6 +149,9 @@ void bind_preprocess(py::module_& root) {
         }, py::arg("volume"), py::arg("brain_min_hu") = SkullStripOptions{}.brain_min_hu,
         py::arg("brain_max_hu") = SkullStripOptions{}.brain_max_hu, py::arg("smooth_sigma_mm") = SkullStripOptions{}.smooth_sigma_mm,
         py::arg("opening_mm") = SkullStripOptions{}.opening_mm, py::arg("rim_max_hu") = double(SkullStripOptions{}.rim_max_hu),
+        py::arg("blood_min_hu") = SkullStripOptions{}.blood_min_hu, py::arg("blood_core_mm") = SkullStripOptions{}.blood_core_mm,
+        py::arg("blood_core_min_ml") = SkullStripOptions{}.blood_core_min_ml,
+        py::arg("blood_rim_fraction") = SkullStripOptions{}.blood_rim_fraction,
         "Brain (intracranial) mask of a CT in HU on the scan's grid (uint8 Volume).");
 
   py::class_<PipelineResult>(m, "PipelineResult", "The network input of one scan and the way back to the scan grid.")

@@ -135,6 +135,14 @@ void check_options(const Volume<float>& hu, const SkullStripOptions& o) {
     throw InvalidArgument("skull_strip: smooth_sigma_mm must be finite and >= 0");
   if (!finite(o.opening_mm) || o.opening_mm < 0) throw InvalidArgument("skull_strip: opening_mm must be finite and >= 0");
   if (std::isnan(o.rim_max_hu)) throw InvalidArgument("skull_strip: rim_max_hu must not be NaN");
+  if (!finite(o.blood_min_hu) || o.blood_min_hu >= o.brain_max_hu)
+    throw InvalidArgument("skull_strip: blood_min_hu must be finite and below brain_max_hu");
+  if (!finite(o.blood_core_mm) || o.blood_core_mm < 0)
+    throw InvalidArgument("skull_strip: blood_core_mm must be finite and >= 0");
+  if (!finite(o.blood_core_min_ml) || o.blood_core_min_ml < 0)
+    throw InvalidArgument("skull_strip: blood_core_min_ml must be finite and >= 0");
+  if (!finite(o.blood_rim_fraction) || o.blood_rim_fraction <= 0 || o.blood_rim_fraction > 0.5)
+    throw InvalidArgument("skull_strip: blood_rim_fraction must be within (0, 0.5]");
 }
 
 }  // namespace
@@ -176,25 +184,71 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
 
   // 6. partial-volume rim: 6-neighbours of the mask that are less than half bone by their HU,
   // v < (mean HU of their neighbours in the mask + brightest HU of their 3x3x3) / 2, up to
-  // rim_max_hu
+  // rim_max_hu. 7. Next to a bleed (a neighbour in the mask within reach of a hyperdense core)
+  // the cap is lifted and a voxel joins when at least blood_rim_fraction of it is blood.
   if (!(o.rim_max_hu > bone)) return brain;
-  Volume<std::uint8_t> out = brain.deep_copy();
   const std::uint8_t* M = brain.data();
+  Volume<std::uint8_t> zone;
+  if (o.blood_core_mm > 0) {
+    const float blo = o.blood_min_hu;
+    const Volume<std::uint8_t> dense = make_mask(hu, [&](std::size_t x) { return M[x] && S[x] >= blo && S[x] <= hi; });
+    const std::uint8_t* D = dense.data();
+    Volume<std::uint8_t> core_blood = quant::binary_erode(dense, o.blood_core_mm);
+    // ... and hyperdense in the slices above and below too: brain that shares thick slices with
+    // bone at the vertex or the skull base (a few per cent bone lifts it to 50..100 HU) has bone
+    // above or below it; a bleed against the side of the skull has blood there
+    std::uint8_t* C = core_blood.data();
+    parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t k = b; k < e; ++k) {
+        const bool below = k > 0, above = static_cast<std::size_t>(k) + 1 < nk;
+        for (std::size_t q = 0; q < nij; ++q) {
+          const std::size_t x = q + static_cast<std::size_t>(k) * nij;
+          if (C[x] && !((below && D[x - nij]) && (above && D[x + nij]))) C[x] = 0;
+        }
+      }
+    });
+    const Eigen::Vector3d sp = hu.spacing();
+    const double voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
+    core_blood = quant::remove_small_components(
+        core_blood, static_cast<std::size_t>(std::ceil(o.blood_core_min_ml / voxel_ml)), 26);
+    if (any_set(core_blood)) {
+      // within reach of a core in its slice, and one slice above or below that
+      const Volume<std::uint8_t> flat = quant::binary_dilate(core_blood, o.blood_core_mm + 2 * o.smooth_sigma_mm + 1.0);
+      zone = flat.deep_copy();
+      const std::uint8_t* F = flat.data();
+      std::uint8_t* Zw = zone.data();
+      parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t k = b; k < e; ++k) {
+          const bool below = k > 0, above = static_cast<std::size_t>(k) + 1 < nk;
+          for (std::size_t q = 0; q < nij; ++q) {
+            const std::size_t x = q + static_cast<std::size_t>(k) * nij;
+            if ((below && F[x - nij]) || (above && F[x + nij])) Zw[x] = 1;
+          }
+        }
+      });
+    }
+    trace("blood cores");
+  }
+  const std::uint8_t* Z = zone.empty() ? nullptr : zone.data();
+  Volume<std::uint8_t> out = brain.deep_copy();
   std::uint8_t* O = out.data();
   const float rim_max = o.rim_max_hu;
+  const float bone_share_blood = 1.0f - o.blood_rim_fraction;
   parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t k = b; k < e; ++k)
       for (std::size_t j = 0; j < nj; ++j)
         for (std::size_t i = 0; i < ni; ++i) {
           const std::size_t x = i + j * ni + static_cast<std::size_t>(k) * nij;
           const float v = H[x];
-          if (M[x] || !(v <= rim_max) || S[x] < fat_air) continue;
+          if (M[x] || std::isnan(v) || S[x] < fat_air) continue;
           float sum = 0;
           int n = 0;
+          bool by_blood = false;
           auto look = [&](bool ok, std::size_t y) {
             if (ok && M[y]) {
               sum += H[y];
               ++n;
+              by_blood = by_blood || (Z && Z[y]);
             }
           };
           look(i > 0, x - 1);
@@ -203,14 +257,17 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
           look(j + 1 < nj, x + ni);
           look(k > 0, x - nij);
           look(static_cast<std::size_t>(k) + 1 < nk, x + nij);
-          if (n == 0) continue;
+          by_blood = by_blood && Z[x];  // the voxel itself within reach too: no creeping a slice further
+          if (n == 0 || (!by_blood && !(v <= rim_max))) continue;
           float peak = v;
           for (std::int64_t kk = std::max<std::int64_t>(k - 1, 0); kk <= std::min<std::int64_t>(k + 1, nk - 1); ++kk)
             for (std::size_t jj = j > 0 ? j - 1 : 0; jj <= std::min(j + 1, nj - 1); ++jj) {
               const float* row = H + jj * ni + static_cast<std::size_t>(kk) * nij;
               for (std::size_t ii = i > 0 ? i - 1 : 0; ii <= std::min(i + 1, ni - 1); ++ii) peak = std::max(peak, row[ii]);
             }
-          if (v < 0.5f * (sum / n + peak)) O[x] = 1;
+          // linear unmixing: the voxel's bone share is (v - inside) / (peak - inside)
+          const float inside = sum / n;
+          if (v < inside + 0.5f * (peak - inside) || (by_blood && v < inside + bone_share_blood * (peak - inside))) O[x] = 1;
         }
   });
   trace("rim");
