@@ -211,21 +211,44 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
     const double voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
     core_blood = quant::remove_small_components(
         core_blood, static_cast<std::size_t>(std::ceil(o.blood_core_min_ml / voxel_ml)), 26);
-    if (any_set(core_blood)) {
-      // within reach of a core in its slice, and one slice above or below that
-      const Volume<std::uint8_t> flat = quant::binary_dilate(core_blood, o.blood_core_mm + 2 * o.smooth_sigma_mm + 1.0);
-      zone = flat.deep_copy();
-      const std::uint8_t* F = flat.data();
-      std::uint8_t* Zw = zone.data();
-      parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
-        for (std::int64_t k = b; k < e; ++k) {
-          const bool below = k > 0, above = static_cast<std::size_t>(k) + 1 < nk;
-          for (std::size_t q = 0; q < nij; ++q) {
-            const std::size_t x = q + static_cast<std::size_t>(k) * nij;
-            if ((below && F[x - nij]) || (above && F[x + nij])) Zw[x] = 1;
+    // within reach of a core in its slice, and one slice above or below that; computed in the
+    // cores' bounding box grown by that reach (a bleed is small next to the head)
+    std::size_t lo_i = ni, lo_j = nj, lo_k = nk, hi_i = 0, hi_j = 0, hi_k = 0;
+    const std::uint8_t* CB = core_blood.data();
+    for (std::size_t k = 0; k < nk; ++k)
+      for (std::size_t j = 0; j < nj; ++j)
+        for (std::size_t i = 0; i < ni; ++i)
+          if (CB[i + j * ni + k * nij]) {
+            lo_i = std::min(lo_i, i), hi_i = std::max(hi_i, i);
+            lo_j = std::min(lo_j, j), hi_j = std::max(hi_j, j);
+            lo_k = std::min(lo_k, k), hi_k = std::max(hi_k, k);
           }
-        }
-      });
+    if (lo_i <= hi_i) {
+      const double reach = o.blood_core_mm + 2 * o.smooth_sigma_mm + 1.0;
+      auto grow = [&](std::size_t& l, std::size_t& h, std::size_t n, std::size_t by) {
+        l = l > by ? l - by : 0;
+        h = std::min(h + by, n - 1);
+      };
+      grow(lo_i, hi_i, ni, static_cast<std::size_t>(std::ceil(reach / sp[0])) + 1);
+      grow(lo_j, hi_j, nj, static_cast<std::size_t>(std::ceil(reach / sp[1])) + 1);
+      grow(lo_k, hi_k, nk, static_cast<std::size_t>(std::ceil(reach / sp[2])) + 1);
+      const std::size_t bi = hi_i - lo_i + 1, bj = hi_j - lo_j + 1, bk = hi_k - lo_k + 1;
+      Volume<std::uint8_t> box = Volume<std::uint8_t>::uninitialized({bi, bj, bk}, Geometry::from_spacing(sp));
+      for (std::size_t k = 0; k < bk; ++k)
+        for (std::size_t j = 0; j < bj; ++j)
+          std::copy_n(CB + lo_i + (j + lo_j) * ni + (k + lo_k) * nij, bi, box.data() + j * bi + k * bi * bj);
+      const Volume<std::uint8_t> flat = quant::binary_dilate(box, reach);
+      const std::uint8_t* F = flat.data();
+      zone = Volume<std::uint8_t>(hu.shape(), hu.geometry(), std::uint8_t{0});
+      std::uint8_t* Zw = zone.data();
+      for (std::size_t k = 0; k < bk; ++k)
+        for (std::size_t j = 0; j < bj; ++j)
+          for (std::size_t i = 0; i < bi; ++i) {
+            const std::size_t q = i + j * bi;
+            const bool here = F[q + k * bi * bj], below = k > 0 && F[q + (k - 1) * bi * bj],
+                       above = k + 1 < bk && F[q + (k + 1) * bi * bj];
+            if (here || below || above) Zw[lo_i + i + (lo_j + j) * ni + (lo_k + k) * nij] = 1;
+          }
     }
     trace("blood cores");
   }
