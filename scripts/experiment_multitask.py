@@ -176,7 +176,12 @@ def write_report(args, results):
     lines += ["", "Seconds per run: " + ", ".join(f"{k} {np.mean([r['seconds'] for r in v]):.0f}" for k, v in results.items()), ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines))
+    # a person's reading of the results, under its own heading, survives a rewrite
+    md = out.with_suffix(".md")
+    kept = ""
+    if md.exists() and "\n## What came out" in md.read_text():
+        kept = md.read_text()[md.read_text().index("\n## What came out"):]
+    md.write_text("\n".join(lines) + kept)
     slim = {k: [{kk: vv for kk, vv in r.items() if kk != "rows"} for r in v] for k, v in results.items()}
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "results": slim}, indent=1) + "\n")
     if done == len(args.configs) * args.seeds:
