@@ -226,3 +226,33 @@ TEST_CASE("net: bad configs are refused with the field named") {
   net->eval();
   CHECK(net->forward(torch::randn({1, 2, 8, 16, 16})).heads.size() == 4);
 }
+
+TEST_CASE("net: max_pool3d_3x3x3 equals torch::max_pool3d - values, ties, NaN and gradients") {
+  torch::manual_seed(7);
+  for (const std::vector<int64_t>& stride : {std::vector<int64_t>{1, 2, 2}, {1, 1, 1}, {2, 2, 2}, {2, 1, 2}, {1, 3, 3}})
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{2, 3, 5, 9, 8}, {1, 2, 4, 6, 7}, {1, 1, 1, 1, 1}})
+    for (int kind = 0; kind < 3; ++kind) {
+      // random values; small integers (many ties); a few NaN
+      torch::Tensor x = kind == 1 ? torch::randint(0, 3, shape).to(torch::kFloat32) : torch::randn(shape);
+      if (kind == 2)
+        for (int64_t at : {int64_t{17}, int64_t{200}, int64_t{201}}) x.view(-1)[at % x.numel()] = std::nanf("");
+      CAPTURE(stride);
+      CAPTURE(shape);
+      CAPTURE(kind);
+      torch::Tensor a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
+      torch::Tensor ya = ichkit::model::max_pool3d_3x3x3(a, stride);
+      torch::Tensor yb = torch::max_pool3d(b, {3, 3, 3}, stride, {1, 1, 1});
+      REQUIRE(ya.sizes() == yb.sizes());
+      CHECK(torch::equal(torch::isnan(ya), torch::isnan(yb)));
+      CHECK(torch::equal(torch::nan_to_num(ya, 0.0), torch::nan_to_num(yb, 0.0)));
+      torch::Tensor g = torch::randn(ya.sizes());
+      ya.backward(g);
+      yb.backward(g);
+      // the same argmax everywhere, so the same gradient to the last bit
+      CHECK(torch::equal(a.grad(), b.grad()));
+    }
+  // not float32 on the CPU: LibTorch's own kernel
+  torch::Tensor d = torch::randn({1, 2, 4, 4, 4}, torch::kFloat64);
+  CHECK(torch::equal(ichkit::model::max_pool3d_3x3x3(d, {1, 2, 2}), torch::max_pool3d(d, {3, 3, 3}, {1, 2, 2}, {1, 1, 1})));
+  CHECK_THROWS_AS(ichkit::model::max_pool3d_3x3x3(torch::randn({2, 3, 4}), {1, 2, 2}), ichkit::InvalidArgument);
+}

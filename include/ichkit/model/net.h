@@ -27,6 +27,12 @@ struct Stages {
   const torch::Tensor& last() const { return maps.back(); }
 };
 
+/// 3x3x3 max pooling with padding 1 and the given strides, differentiable: the same values,
+/// argmax (ties: the first maximum in (d, h, w) order; NaN wins) and gradients as
+/// torch::max_pool3d, computed separably (W, then H, then D) for float32 CPU tensors; other
+/// tensors go to torch::max_pool3d.
+torch::Tensor max_pool3d_3x3x3(const torch::Tensor& x, std::vector<int64_t> stride);
+
 /// A 3D ResNet with basic blocks.
 class ResNet3dImpl : public torch::nn::Module {
 public:
@@ -43,7 +49,7 @@ private:
   EncoderConfig config_;
   torch::nn::Sequential stem_{nullptr};
   std::vector<torch::nn::Sequential> layers_;
-  torch::nn::MaxPool3d pool_{nullptr};
+  bool pool_ = false;  ///< stem max pool (3x3x3, stride (1, 2, 2)), max_pool3d_3x3x3
 };
 TORCH_MODULE(ResNet3d);
 
