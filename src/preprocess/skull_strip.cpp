@@ -3,6 +3,7 @@
 #include "ichkit/preprocess/skull_strip.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -193,24 +194,55 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
     const float blo = o.blood_min_hu;
     const Volume<std::uint8_t> dense = make_mask(hu, [&](std::size_t x) { return M[x] && S[x] >= blo && S[x] <= hi; });
     const std::uint8_t* D = dense.data();
-    Volume<std::uint8_t> core_blood = quant::binary_erode(dense, o.blood_core_mm);
-    // ... and hyperdense in the slices above and below too: brain that shares thick slices with
-    // bone at the vertex or the skull base (a few per cent bone lifts it to 50..100 HU) has bone
-    // above or below it; a bleed against the side of the skull has blood there
-    std::uint8_t* C = core_blood.data();
-    parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t k = b; k < e; ++k) {
-        const bool below = k > 0, above = static_cast<std::size_t>(k) + 1 < nk;
-        for (std::size_t q = 0; q < nij; ++q) {
-          const std::size_t x = q + static_cast<std::size_t>(k) * nij;
-          if (C[x] && !((below && D[x - nij]) && (above && D[x + nij]))) C[x] = 0;
-        }
-      }
-    });
+    // A core voxel is hyperdense in the slices above and below too: brain that shares thick
+    // slices with bone at the vertex or the skull base (a few per cent bone lifts it to
+    // 50..100 HU) has bone above or below it; a bleed against the side of the skull has blood
+    // there. Cores lie inside the components of these voxels, so components smaller than a
+    // core may be are dropped first, and the erosion runs only in the bounding box of the rest
+    // (grown by its radius): the same cores for a fraction of the cost.
     const Eigen::Vector3d sp = hu.spacing();
     const double voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
-    core_blood = quant::remove_small_components(
-        core_blood, static_cast<std::size_t>(std::ceil(o.blood_core_min_ml / voxel_ml)), 26);
+    const auto min_voxels = static_cast<std::size_t>(std::ceil(o.blood_core_min_ml / voxel_ml));
+    const Volume<std::uint8_t> stacked = quant::remove_small_components(
+        make_mask(hu, [&](std::size_t x) {
+          const std::size_t k = x / nij;
+          return D[x] && k > 0 && k + 1 < nk && D[x - nij] && D[x + nij];
+        }),
+        min_voxels, 26);
+    const std::uint8_t* ZD = stacked.data();
+    Volume<std::uint8_t> core_blood(hu.shape(), hu.geometry(), std::uint8_t{0});
+    std::array<std::size_t, 3> lo{ni, nj, nk}, hi_{0, 0, 0};
+    for (std::size_t k = 0; k < nk; ++k)
+      for (std::size_t j = 0; j < nj; ++j)
+        for (std::size_t i = 0; i < ni; ++i)
+          if (ZD[i + j * ni + k * nij]) {
+            lo = {std::min(lo[0], i), std::min(lo[1], j), std::min(lo[2], k)};
+            hi_ = {std::max(hi_[0], i), std::max(hi_[1], j), std::max(hi_[2], k)};
+          }
+    if (lo[0] <= hi_[0]) {
+      const std::array<std::size_t, 3> n{ni, nj, nk};
+      for (int a = 0; a < 3; ++a) {
+        const auto by = static_cast<std::size_t>(std::ceil(o.blood_core_mm / sp[a])) + 1;
+        lo[a] = lo[a] > by ? lo[a] - by : 0;
+        hi_[a] = std::min(hi_[a] + by, n[a] - 1);
+      }
+      const std::size_t bi = hi_[0] - lo[0] + 1, bj = hi_[1] - lo[1] + 1, bk = hi_[2] - lo[2] + 1;
+      Volume<std::uint8_t> box = Volume<std::uint8_t>::uninitialized({bi, bj, bk}, Geometry::from_spacing(sp));
+      for (std::size_t k = 0; k < bk; ++k)
+        for (std::size_t j = 0; j < bj; ++j)
+          std::copy_n(D + lo[0] + (j + lo[1]) * ni + (k + lo[2]) * nij, bi, box.data() + j * bi + k * bi * bj);
+      Volume<std::uint8_t> core = quant::binary_erode(box, o.blood_core_mm);
+      std::uint8_t* E = core.data();
+      for (std::size_t k = 0; k < bk; ++k)
+        for (std::size_t j = 0; j < bj; ++j)
+          for (std::size_t i = 0; i < bi; ++i)
+            E[i + j * bi + k * bi * bj] &= ZD[lo[0] + i + (j + lo[1]) * ni + (k + lo[2]) * nij];
+      core = quant::remove_small_components(core, min_voxels, 26);
+      std::uint8_t* C = core_blood.data();
+      for (std::size_t k = 0; k < bk; ++k)
+        for (std::size_t j = 0; j < bj; ++j)
+          std::copy_n(core.data() + j * bi + k * bi * bj, bi, C + lo[0] + (j + lo[1]) * ni + (k + lo[2]) * nij);
+    }
     // within reach of a core in its slice, and one slice above or below that; computed in the
     // cores' bounding box grown by that reach (a bleed is small next to the head)
     std::size_t lo_i = ni, lo_j = nj, lo_k = nk, hi_i = 0, hi_j = 0, hi_k = 0;
