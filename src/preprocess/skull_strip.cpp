@@ -3,7 +3,6 @@
 #include "ichkit/preprocess/skull_strip.h"
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -12,6 +11,7 @@
 
 #include "ichkit/core/error.h"
 #include "ichkit/core/threading.h"
+#include "ichkit/preprocess/crop.h"
 #include "ichkit/quant/components.h"
 
 #ifdef ICHKIT_SKULL_STRIP_TRACE
@@ -198,8 +198,8 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
     // slices with bone at the vertex or the skull base (a few per cent bone lifts it to
     // 50..100 HU) has bone above or below it; a bleed against the side of the skull has blood
     // there. Cores lie inside the components of these voxels, so components smaller than a
-    // core may be are dropped first, and the erosion runs only in the bounding box of the rest
-    // (grown by its radius): the same cores for a fraction of the cost.
+    // core may be are dropped first, and the erosion runs only around the rest: the same cores
+    // for a fraction of the cost.
     const Eigen::Vector3d sp = hu.spacing();
     const double voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
     const auto min_voxels = static_cast<std::size_t>(std::ceil(o.blood_core_min_ml / voxel_ml));
@@ -209,78 +209,31 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
           return D[x] && k > 0 && k + 1 < nk && D[x - nij] && D[x + nij];
         }),
         min_voxels, 26);
-    const std::uint8_t* ZD = stacked.data();
-    Volume<std::uint8_t> core_blood(hu.shape(), hu.geometry(), std::uint8_t{0});
-    std::array<std::size_t, 3> lo{ni, nj, nk}, hi_{0, 0, 0};
-    for (std::size_t k = 0; k < nk; ++k)
-      for (std::size_t j = 0; j < nj; ++j)
-        for (std::size_t i = 0; i < ni; ++i)
-          if (ZD[i + j * ni + k * nij]) {
-            lo = {std::min(lo[0], i), std::min(lo[1], j), std::min(lo[2], k)};
-            hi_ = {std::max(hi_[0], i), std::max(hi_[1], j), std::max(hi_[2], k)};
-          }
-    if (lo[0] <= hi_[0]) {
-      const std::array<std::size_t, 3> n{ni, nj, nk};
+    if (any_set(stacked)) {
+      // One box holds all of it: the erosion's neighbourhood of every possible core voxel and
+      // the zone around the cores - within `reach` of a core in its slice, and one slice above
+      // or below that. A bleed is small next to the head.
+      const double reach = o.blood_core_mm + 2 * o.smooth_sigma_mm + 1.0;  // > blood_core_mm
+      auto [lo, hi_box] = bounding_box(stacked, [](std::uint8_t v) { return v != 0; });
       for (int a = 0; a < 3; ++a) {
-        const auto by = static_cast<std::size_t>(std::ceil(o.blood_core_mm / sp[a])) + 1;
-        lo[a] = lo[a] > by ? lo[a] - by : 0;
-        hi_[a] = std::min(hi_[a] + by, n[a] - 1);
+        const auto margin = static_cast<std::int64_t>(std::ceil(reach / sp[a])) + (a == 2 ? 1 : 0);
+        lo[a] = std::max<std::int64_t>(0, lo[a] - margin);
+        hi_box[a] = std::min<std::int64_t>(static_cast<std::int64_t>(hu.shape()[a]), hi_box[a] + margin);
       }
-      const std::size_t bi = hi_[0] - lo[0] + 1, bj = hi_[1] - lo[1] + 1, bk = hi_[2] - lo[2] + 1;
-      Volume<std::uint8_t> box = Volume<std::uint8_t>::uninitialized({bi, bj, bk}, Geometry::from_spacing(sp));
-      for (std::size_t k = 0; k < bk; ++k)
-        for (std::size_t j = 0; j < bj; ++j)
-          std::copy_n(D + lo[0] + (j + lo[1]) * ni + (k + lo[2]) * nij, bi, box.data() + j * bi + k * bi * bj);
-      Volume<std::uint8_t> core = quant::binary_erode(box, o.blood_core_mm);
-      std::uint8_t* E = core.data();
-      for (std::size_t k = 0; k < bk; ++k)
-        for (std::size_t j = 0; j < bj; ++j)
-          for (std::size_t i = 0; i < bi; ++i)
-            E[i + j * bi + k * bi * bj] &= ZD[lo[0] + i + (j + lo[1]) * ni + (k + lo[2]) * nij];
+      Volume<std::uint8_t> core = quant::binary_erode(crop_or_pad(dense, lo, hi_box), o.blood_core_mm);
+      const Volume<std::uint8_t> stacked_box = crop_or_pad(stacked, lo, hi_box);
+      for (std::size_t x = 0; x < core.size(); ++x) core.data()[x] &= stacked_box.data()[x];
       core = quant::remove_small_components(core, min_voxels, 26);
-      std::uint8_t* C = core_blood.data();
-      for (std::size_t k = 0; k < bk; ++k)
-        for (std::size_t j = 0; j < bj; ++j)
-          std::copy_n(core.data() + j * bi + k * bi * bj, bi, C + lo[0] + (j + lo[1]) * ni + (k + lo[2]) * nij);
-    }
-    // within reach of a core in its slice, and one slice above or below that; computed in the
-    // cores' bounding box grown by that reach (a bleed is small next to the head)
-    std::size_t lo_i = ni, lo_j = nj, lo_k = nk, hi_i = 0, hi_j = 0, hi_k = 0;
-    const std::uint8_t* CB = core_blood.data();
-    for (std::size_t k = 0; k < nk; ++k)
-      for (std::size_t j = 0; j < nj; ++j)
-        for (std::size_t i = 0; i < ni; ++i)
-          if (CB[i + j * ni + k * nij]) {
-            lo_i = std::min(lo_i, i), hi_i = std::max(hi_i, i);
-            lo_j = std::min(lo_j, j), hi_j = std::max(hi_j, j);
-            lo_k = std::min(lo_k, k), hi_k = std::max(hi_k, k);
-          }
-    if (lo_i <= hi_i) {
-      const double reach = o.blood_core_mm + 2 * o.smooth_sigma_mm + 1.0;
-      auto grow = [&](std::size_t& l, std::size_t& h, std::size_t n, std::size_t by) {
-        l = l > by ? l - by : 0;
-        h = std::min(h + by, n - 1);
-      };
-      grow(lo_i, hi_i, ni, static_cast<std::size_t>(std::ceil(reach / sp[0])) + 1);
-      grow(lo_j, hi_j, nj, static_cast<std::size_t>(std::ceil(reach / sp[1])) + 1);
-      grow(lo_k, hi_k, nk, static_cast<std::size_t>(std::ceil(reach / sp[2])) + 1);
-      const std::size_t bi = hi_i - lo_i + 1, bj = hi_j - lo_j + 1, bk = hi_k - lo_k + 1;
-      Volume<std::uint8_t> box = Volume<std::uint8_t>::uninitialized({bi, bj, bk}, Geometry::from_spacing(sp));
-      for (std::size_t k = 0; k < bk; ++k)
-        for (std::size_t j = 0; j < bj; ++j)
-          std::copy_n(CB + lo_i + (j + lo_j) * ni + (k + lo_k) * nij, bi, box.data() + j * bi + k * bi * bj);
-      const Volume<std::uint8_t> flat = quant::binary_dilate(box, reach);
-      const std::uint8_t* F = flat.data();
-      zone = Volume<std::uint8_t>(hu.shape(), hu.geometry(), std::uint8_t{0});
-      std::uint8_t* Zw = zone.data();
-      for (std::size_t k = 0; k < bk; ++k)
-        for (std::size_t j = 0; j < bj; ++j)
-          for (std::size_t i = 0; i < bi; ++i) {
-            const std::size_t q = i + j * bi;
-            const bool here = F[q + k * bi * bj], below = k > 0 && F[q + (k - 1) * bi * bj],
-                       above = k + 1 < bk && F[q + (k + 1) * bi * bj];
-            if (here || below || above) Zw[lo_i + i + (lo_j + j) * ni + (lo_k + k) * nij] = 1;
-          }
+      if (any_set(core)) {
+        const Volume<std::uint8_t> flat = quant::binary_dilate(core, reach);
+        zone = Volume<std::uint8_t>(hu.shape(), hu.geometry(), std::uint8_t{0});
+        const std::size_t bi = flat.ni(), bj = flat.nj(), bk = flat.nk();
+        for (std::size_t k = 0; k < bk; ++k)
+          for (std::size_t j = 0; j < bj; ++j)
+            for (std::size_t i = 0; i < bi; ++i)
+              if (flat(i, j, k) || (k > 0 && flat(i, j, k - 1)) || (k + 1 < bk && flat(i, j, k + 1)))
+                zone(std::size_t(lo[0]) + i, std::size_t(lo[1]) + j, std::size_t(lo[2]) + k) = 1;
+      }
     }
     trace("blood cores");
   }
