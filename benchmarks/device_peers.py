@@ -20,11 +20,9 @@ the architecture bench_device runs.
 """
 import argparse
 import warnings
-import importlib.util
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -41,33 +39,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import explain_peers  # noqa: E402
 import model_peers  # noqa: E402
 import preprocess_peers as pp  # noqa: E402
-
-
-def load_nets():
-    spec = importlib.util.spec_from_file_location("ichkit_nets", ROOT / "python" / "ichkit" / "nets.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ichkit_nets"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from timing import timeit  # noqa: E402
 
 
 CONFIG = {"encoder": {"depth": 18, "width": 32, "in_channels": 3},
           "heads": [{"name": "volume", "type": "regression"}, {"name": "prognosis", "type": "classification"}]}
-
-
-def timeit(fn, repeats, sync):
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    if time.perf_counter() - t0 > 2.0:  # a slow stage: 5 timed runs are enough for a stable median
-        repeats = min(repeats, 5)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "n": repeats}
 
 
 def _numpy2_shims():
@@ -170,7 +146,7 @@ def run_side(args):
     torch.manual_seed(0)
     if cuda:
         torch.backends.cudnn.benchmark = side == "tuned"
-    nets = load_nets()
+    nets = model_peers.load_nets()
     net = nets.MultiTaskNet(CONFIG).eval().to(device)
     scan_path = os.path.join(args.work, "scan.nii.gz")
     r = {"side": side, "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__}
@@ -181,7 +157,7 @@ def run_side(args):
 
     def stage(name, fn):
         if want is None or name in want:
-            st[name] = timeit(fn, args.repeats, sync)
+            st[name] = timeit(fn, args.repeats, sync, slow_s=2.0)
     stage("read_nii_gz", lambda: read(scan_path))
     hu, affine = read(scan_path)
     spacing = [float(np.linalg.norm(affine[:3, a])) for a in range(3)]

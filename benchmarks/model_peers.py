@@ -1,9 +1,30 @@
 """Python peers of the model benchmark: the same network as ichkit's (ichkit.nets.MultiTaskNet,
 same parameter names, same weights) in Python torch, run the way a researcher would -
 eager, and traced + frozen (torch.jit.trace, torch.jit.freeze, optimize_for_inference)."""
+import importlib.util
 import sys
+from pathlib import Path
 
 import torch
+
+from timing import timeit
+
+# the model suite's inputs (bench_model.cpp's kShapes: BM_Forward/0 and /1) and training targets
+SHAPES = [(2, 3, 64, 128, 128), (2, 3, 32, 256, 256)]
+
+
+def targets():
+    return {"volume": torch.tensor([10.0, 30.0]), "prognosis": torch.tensor([0, 1])}
+
+
+def load_nets():
+    """python/ichkit/nets.py (pure PyTorch) as a module, without importing the ichkit package
+    and its compiled extension - for processes that must be PyTorch as it comes."""
+    spec = importlib.util.spec_from_file_location("ichkit_nets", Path(__file__).resolve().parents[1] / "python" / "ichkit" / "nets.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ichkit_nets"] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def build(config, state):
@@ -65,43 +86,25 @@ def _stock_process(argv):
     training step in a process that has never imported ichkit - PyTorch as it comes, with
     glibc's default malloc (ichkit's import makes glibc keep freed blocks; a researcher's
     process does not). Prints JSON {label: {"eager": timing, "train_step": timing}}."""
-    import importlib.util
     import json
-    import statistics
-    import time
-    from pathlib import Path
 
     import numpy as np
 
     cfg_path, state_path, threads, repeats = argv[0], argv[1], int(argv[2]), int(argv[3])
     torch.set_num_threads(threads)
-    nets_py = Path(__file__).resolve().parents[1] / "python" / "ichkit" / "nets.py"
-    spec = importlib.util.spec_from_file_location("ichkit_nets", nets_py)
-    nets = importlib.util.module_from_spec(spec)
-    sys.modules["ichkit_nets"] = nets
-    spec.loader.exec_module(nets)
+    nets = load_nets()
     assert "ichkit._core" not in sys.modules
     net = nets.MultiTaskNet(json.loads(Path(cfg_path).read_text()))
     with np.load(state_path) as z:
         net.load_state_arrays({k: z[k] for k in z.files})
     net.eval()
-
-    def timeit(fn):
-        fn()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1000)
-        return {"median_ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "n": repeats}
-
     out = {}
-    for shape in [(2, 3, 64, 128, 128), (2, 3, 32, 256, 256)]:
+    for shape in SHAPES:
         torch.manual_seed(1)
         x = torch.rand(*shape)
-        targets = {"volume": torch.tensor([10.0, 30.0]), "prognosis": torch.tensor([0, 1])}
-        out["x".join(map(str, shape[2:]))] = {"eager": timeit(lambda: eager_forward(net, x)),
-                                              "train_step": timeit(lambda: train_step(net, x, targets))}
+        t = targets()
+        out["x".join(map(str, shape[2:]))] = {"eager": timeit(lambda: eager_forward(net, x), repeats),
+                                              "train_step": timeit(lambda: train_step(net, x, t), repeats)}
     print(json.dumps(out))
 
 

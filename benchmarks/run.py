@@ -32,11 +32,9 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import glob
@@ -48,16 +46,7 @@ import pydicom
 
 ROOT = Path(__file__).resolve().parents[1]
 import ichkit  # noqa: E402  (the installed package: run with .venv/bin/python)
-
-
-def timeit(fn, repeats):
-    fn()  # warm-up (page cache, allocator)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(ts), "min_ms": min(ts), "max_ms": max(ts), "n": repeats}
+from timing import summary, timeit  # noqa: E402  (benchmarks/, this script's folder)
 
 
 def ms(t):
@@ -122,7 +111,7 @@ def run_cpp(binary, bench_dir, repeats, extra_env=None):
             continue
         name = b["run_name"].replace("/real_time", "").replace("/manual_time", "")  # e.g. BM_ReadNifti/nii_gz
         res.setdefault(name, []).append(b["real_time"])
-    return {k: {"median_ms": statistics.median(v), "min_ms": min(v), "max_ms": max(v), "n": len(v)} for k, v in res.items()}
+    return {k: summary(v) for k, v in res.items()}
 
 
 def main():
@@ -330,7 +319,7 @@ def model_suite(args):
     cfg = m.config
     cfg.pop("pipeline", None)
     net = peers.build(cfg, m.state_dict())
-    shapes = {0: (2, 3, 64, 128, 128), 1: (2, 3, 32, 256, 256)}
+    shapes = dict(enumerate(peers.SHAPES))  # BM_Forward/0, /1 of bench_model
     # the same eager network in a process that never imported ichkit: PyTorch as it comes
     # (this process's peers share the heap setting that ichkit's import makes, see runtime.cpp)
     with tempfile.TemporaryDirectory() as tmp:
@@ -339,12 +328,12 @@ def model_suite(args):
         stock = json.loads(subprocess.run(
             [sys.executable, str(Path(__file__).resolve().parent / "model_peers.py"), str(Path(tmp) / "config.json"),
              str(Path(tmp) / "state.npz"), str(threads), str(max(3, args.repeats // 2))],
-            check=True, capture_output=True, text=True, env={**os.environ, "ICHKIT_HEAP_RETENTION": "0"}).stdout)
+            check=True, capture_output=True, text=True).stdout)
     rows, out = [], {}
     for k, shape in shapes.items():
         torch.manual_seed(1)
         x = torch.rand(*shape)
-        targets = {"volume": torch.tensor([10.0, 30.0]), "prognosis": torch.tensor([0, 1])}
+        targets = peers.targets()
         reps = max(3, args.repeats // 2)
         eager = timeit(lambda: peers.eager_forward(net, x), reps)
         frozen = peers.frozen(net, x)
