@@ -538,29 +538,49 @@ void with_network_errors(const torch::Tensor& x, Fn&& fn) {
                           " (D, H, W) after the pipeline): " + what.substr(0, what.find('\n')));
   }
 }
+
+/// Prepared scans grouped, in order, into batches of one input shape and at most `size`
+/// scans; `run(xs, prs, idx)` gets each batch (idx: the scans' positions in the caller's list).
+template <class Run>
+class Batcher {
+public:
+  Batcher(std::size_t size, Run run) : size_(size), run_(std::move(run)) {}
+  void add(torch::Tensor x, preprocess::PipelineResult pr, std::size_t i) {
+    if (!xs_.empty() && (x.sizes() != xs_.front().sizes() || xs_.size() == size_)) flush();
+    xs_.push_back(std::move(x));
+    prs_.push_back(std::move(pr));
+    idx_.push_back(i);
+  }
+  void flush() {
+    if (xs_.empty()) return;
+    run_(xs_, prs_, idx_);
+    xs_.clear();
+    prs_.clear();
+    idx_.clear();
+  }
+
+private:
+  std::size_t size_;
+  Run run_;
+  std::vector<torch::Tensor> xs_;
+  std::vector<preprocess::PipelineResult> prs_;
+  std::vector<std::size_t> idx_;
+};
 }  // namespace
 
 void Model::Impl::for_each_batch(const std::vector<Volume<float>>& scans, int batch_size, const BatchFn& run) const {
   if (batch_size < 1) throw InvalidArgument("batch_size must be >= 1");
-  std::vector<torch::Tensor> xs;
-  std::vector<preprocess::PipelineResult> prs;
-  std::vector<std::size_t> idx;
-  auto flush = [&] {
-    if (xs.empty()) return;
+  Batcher batches(static_cast<std::size_t>(batch_size), [&](const std::vector<torch::Tensor>& xs,
+                                                            const std::vector<preprocess::PipelineResult>& prs,
+                                                            const std::vector<std::size_t>& idx) {
     const torch::Tensor x = stack(xs);
     with_network_errors(x, [&] { run(x, prs, idx); });
-    xs.clear();
-    prs.clear();
-    idx.clear();
-  };
+  });
   for (std::size_t s = 0; s < scans.size(); ++s) {
     auto [x, pr] = prepare(scans[s]);
-    if (!xs.empty() && (x.sizes() != xs.front().sizes() || static_cast<int>(xs.size()) == batch_size)) flush();
-    xs.push_back(x);
-    prs.push_back(std::move(pr));
-    idx.push_back(s);
+    batches.add(std::move(x), std::move(pr), s);
   }
-  flush();
+  batches.flush();
 }
 
 std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, int batch_size) const {
@@ -639,11 +659,8 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   } joiner{m, cv, stop, threads};
   for (int r = 0; r < readers; ++r) threads.emplace_back(reader);
 
-  std::vector<torch::Tensor> xs;
-  std::vector<preprocess::PipelineResult> prs;
-  std::vector<std::size_t> idx;
-  auto flush = [&] {
-    if (xs.empty()) return;
+  Batcher batches(batch, [&](const std::vector<torch::Tensor>& xs, const std::vector<preprocess::PipelineResult>& prs,
+                             const std::vector<std::size_t>& idx) {
     try {
       const torch::Tensor x = impl_->stack(xs);
       MultiTaskNetImpl::Output o;
@@ -652,13 +669,10 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
         out[idx[r]].prediction = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
         out[idx[r]].ok = true;
       }
-    } catch (const std::exception& e) {
+    } catch (const std::exception& e) {  // this batch fails; the others go on
       for (std::size_t i : idx) out[i].error = e.what();
     }
-    xs.clear();
-    prs.clear();
-    idx.clear();
-  };
+  });
   for (std::size_t i = 0; i < n; ++i) {
     Ready r;
     {
@@ -673,12 +687,9 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
       out[i].error = std::move(r.error);
       continue;
     }
-    if (!xs.empty() && (r.x.sizes() != xs.front().sizes() || xs.size() == batch)) flush();
-    xs.push_back(std::move(r.x));
-    prs.push_back(std::move(r.pr));
-    idx.push_back(i);
+    batches.add(std::move(r.x), std::move(r.pr), i);
   }
-  flush();
+  batches.flush();
   return out;
 }
 
