@@ -35,6 +35,7 @@
 #include "ichkit/io/nifti.h"
 #include "ichkit/io/read.h"
 #include "ichkit/model/detail/impl.h"
+#include "../conv_ceiling.h"
 #include "ichkit/model/model.h"
 #include "ichkit/phantom/phantom.h"
 #include "ichkit/preprocess/pipeline.h"
@@ -115,15 +116,7 @@ json conv_ceiling(const model::Model& m, const std::vector<int64_t>& input) {
   auto convs = fast->convolutions(input);
   double total = 0, flops = 0;
   for (const auto& c : convs) {
-    torch::Tensor x = torch::rand(c.in_shape).to_mkldnn();
-    double best = 1e30;
-    for (int r = 0; r < 4; ++r) {
-      const auto t0 = Clock::now();
-      torch::Tensor y = at::mkldnn_convolution(x, c.weight, c.bias, c.padding, c.stride, {1, 1, 1}, 1);
-      const double t = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (r > 0) best = std::min(best, t);
-    }
-    total += best;
+    total += bench::conv_alone_seconds(c, torch::rand(c.in_shape).to_mkldnn(), /*warmup=*/1, /*timed=*/3);
     flops += c.flops;
   }
   return json{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};

@@ -14,6 +14,7 @@
 #include "ichkit/core/runtime.h"
 #include "ichkit/model/detail/impl.h"
 #include "ichkit/model/model.h"
+#include "../conv_ceiling.h"
 
 namespace {
 using namespace ichkit;
@@ -115,17 +116,7 @@ void BM_ConvCeiling(benchmark::State& st) {
   for (const auto& c : convs) total_flops += c.flops;
   for (auto _ : st) {
     double sum = 0;
-    for (std::size_t i = 0; i < convs.size(); ++i) {
-      double best = 1e30;
-      for (int r = 0; r < 3; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        torch::Tensor y = at::mkldnn_convolution(inputs[i], convs[i].weight, convs[i].bias, convs[i].padding, convs[i].stride,
-                                                 {1, 1, 1}, 1);
-        benchmark::DoNotOptimize(y.numel());
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      sum += best;
-    }
+    for (std::size_t i = 0; i < convs.size(); ++i) sum += bench::conv_alone_seconds(convs[i], inputs[i], /*warmup=*/0, /*timed=*/3);
     st.SetIterationTime(sum);
   }
   set_flops(st, total_flops);
