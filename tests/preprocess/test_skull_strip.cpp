@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "ichkit/core/error.h"
 #include "ichkit/core/threading.h"
@@ -261,15 +263,15 @@ TEST_CASE("skull_strip: a synthetic skull, options and errors") {
   Volume<float> b = v.deep_copy();
   paint(b);
   const Volume<std::uint8_t> mb = pp::skull_strip(b);
-  for (std::size_t x = 0; x < mb.size(); ++x) {
-    cap += b.data()[x] == 522.0f;
-    cap_in += b.data()[x] == 522.0f && mb.data()[x];
-  }
-  for (std::size_t k = 0; k < 48; ++k)  // shell voxels more than 6 mm from the clot's edge stay out
+  for (std::size_t k = 0; k < 48; ++k)
     for (std::size_t j = 0; j < n; ++j)
-      for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t i = 0; i < n; ++i) {
+        cap += b(i, j, k) == 522.0f;
+        cap_in += b(i, j, k) == 522.0f && mb(i, j, k);
+        // shell voxels more than 6 mm from the clot's edge stay out
         far_in += mb(i, j, k) && b(i, j, k) == 498.0f &&
                   std::pow(i - cx, 2) + std::pow(j - 47.5, 2) + std::pow(2.0 * k - 47.0 - cz, 2) > std::pow(8 + 6.0, 2);
+      }
   CAPTURE(cap);
   CAPTURE(cap_in);
   CHECK(mb(78, 47, 24) == 1);  // the contact point on the +x axis
@@ -286,27 +288,19 @@ TEST_CASE("skull_strip: a synthetic skull, options and errors") {
   // nothing brain-like: a clear error, not an empty mask
   Volume<float> air({32, 32, 8}, Geometry(), -1000.0f);
   CHECK_THROWS_AS(pp::skull_strip(air), ichkit::InvalidArgument);
-  pp::SkullStripOptions bad;
-  bad.brain_min_hu = 100;
-  bad.brain_max_hu = 0;
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
-  bad = {};
-  bad.opening_mm = -1;
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
-  bad = {};
-  bad.smooth_sigma_mm = std::nan("");
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
-  bad = {};
-  bad.blood_rim_fraction = 0.6f;
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
-  bad = {};
-  bad.blood_core_mm = -1;
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
-  bad = {};
-  bad.blood_min_hu = 150;
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
-  bad = {};
-  bad.blood_core_min_ml = std::nan("");
-  CHECK_THROWS_AS(pp::skull_strip(v, bad), ichkit::InvalidArgument);
+  const std::vector<std::pair<const char*, std::function<void(pp::SkullStripOptions&)>>> bad = {
+      {"brain range reversed", [](pp::SkullStripOptions& o) { o.brain_min_hu = 100, o.brain_max_hu = 0; }},
+      {"negative opening", [](pp::SkullStripOptions& o) { o.opening_mm = -1; }},
+      {"NaN smoothing", [](pp::SkullStripOptions& o) { o.smooth_sigma_mm = std::nan(""); }},
+      {"blood_rim_fraction above 0.5", [](pp::SkullStripOptions& o) { o.blood_rim_fraction = 0.6f; }},
+      {"negative blood_core_mm", [](pp::SkullStripOptions& o) { o.blood_core_mm = -1; }},
+      {"blood_min_hu above brain_max_hu", [](pp::SkullStripOptions& o) { o.blood_min_hu = 150; }},
+      {"NaN blood_core_min_ml", [](pp::SkullStripOptions& o) { o.blood_core_min_ml = std::nan(""); }}};
+  for (const auto& [what, set] : bad) {
+    pp::SkullStripOptions o;
+    set(o);
+    INFO(what);
+    CHECK_THROWS_AS(pp::skull_strip(v, o), ichkit::InvalidArgument);
+  }
   CHECK_THROWS_AS(pp::skull_strip(Volume<float>()), ichkit::InvalidArgument);
 }
