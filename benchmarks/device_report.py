@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from timing import ms
+
 STAGES = [  # (key, label)
     ("read_nii_gz", "read .nii.gz (512x512x32 int16)"),
     ("window3", "3 windows"),
@@ -22,10 +24,6 @@ STAGES = [  # (key, label)
     ("write_heatmap", "write a heatmap .nii.gz"),
     ("end_to_end", "**end to end per scan** (file in, prediction + 2 heatmaps out)"),
 ]
-
-
-def ms(t):
-    return f"{t['median_ms']:.1f} ({t['min_ms']:.1f}..{t['max_ms']:.1f})" if t else "-"
 
 
 def ratio(peer, ours):

@@ -46,12 +46,7 @@ import pydicom
 
 ROOT = Path(__file__).resolve().parents[1]
 import ichkit  # noqa: E402  (the installed package: run with .venv/bin/python)
-from timing import summary, timeit  # noqa: E402  (benchmarks/, this script's folder)
-
-
-def ms(t):
-    """'median (min..max)' of a timing."""
-    return f"{t['median_ms']:.1f} ({t['min_ms']:.1f}..{t['max_ms']:.1f})"
+from timing import ms, summary, timeit  # noqa: E402  (benchmarks/, this script's folder)
 
 
 def peer_table(rows, stage_header="stage", ratio_decimals=1):

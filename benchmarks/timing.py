@@ -26,3 +26,8 @@ def timeit(fn, repeats, sync=None, slow_s=None):
         sync()
         ts.append((time.perf_counter() - t0) * 1000)
     return summary(ts)
+
+
+def ms(t):
+    """'median (min..max)' of a timing, in ms; '-' for none."""
+    return f"{t['median_ms']:.1f} ({t['min_ms']:.1f}..{t['max_ms']:.1f})" if t else "-"
