@@ -241,7 +241,7 @@ TEST_CASE("model: on CUDA, float32 predictions equal the CPU's and bfloat16 stay
   CHECK(same_state(m, Model(small_config(), 17)));
 }
 
-TEST_CASE("model: predict_files overlaps reading with the network and equals predict() scan by scan") {
+TEST_CASE("model: predict_files with 1 and 3 reader threads equals predict() scan by scan; bad files are reported") {
   Model m(small_config(), 23);
   test::TempDir tmp;
   const std::string dir = tmp.path().string();

@@ -233,7 +233,7 @@ def test_bad_configs_are_refused():
     assert set(ichkit.model.head_types()) >= {"regression", "classification", "ordinal", "segmentation"}
 
 
-def test_predict_files_reads_ahead_and_equals_predict(model, scan, tmp_path):
+def test_predict_files_equals_predict_and_reports_bad_files(model, scan, tmp_path):
     import nibabel as nib
 
     paths = []
