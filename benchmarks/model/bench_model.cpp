@@ -6,8 +6,6 @@
 // benchmarks/run.py --suite model runs it beside the same network in Python torch.
 #include <benchmark/benchmark.h>
 
-#include <algorithm>
-#include <chrono>
 #include <set>
 #include <string>
 
@@ -44,7 +42,7 @@ double forward_flops(int s) {
 /// Runs `fn` twice the first time a (benchmark, shape) pair is seen: oneDNN creates its
 /// primitives and the heap grows to the forward's working set on the first calls, which then
 /// took 2-3x as long and, with few repetitions, decided the median. The Python peers get a
-/// warm-up call too (benchmarks/run.py timeit).
+/// warm-up call too (benchmarks/timing.py timeit).
 template <class Fn>
 void warm_once(const std::string& key, Fn&& fn) {
   static std::set<std::string> warmed;
