@@ -178,9 +178,8 @@ def write_report(args, results):
     out.parent.mkdir(parents=True, exist_ok=True)
     # a person's reading of the results, under its own heading, survives a rewrite
     md = out.with_suffix(".md")
-    kept = ""
-    if md.exists() and "\n## What came out" in md.read_text():
-        kept = md.read_text()[md.read_text().index("\n## What came out"):]
+    old = md.read_text() if md.exists() else ""
+    kept = old[old.index("\n## What came out"):] if "\n## What came out" in old else ""
     md.write_text("\n".join(lines) + kept)
     slim = {k: [{kk: vv for kk, vv in r.items() if kk != "rows"} for r in v] for k, v in results.items()}
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "results": slim}, indent=1) + "\n")
