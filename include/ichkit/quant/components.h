@@ -16,14 +16,18 @@
 ///
 /// Algorithms: components are labelled on runs of foreground voxels along i with a union-find
 /// (rows of a k-slab in parallel, slab seams merged afterwards); labels are numbered in raster
-/// order of each component's first voxel, as scipy.ndimage.label numbers them. Morphology
-/// thresholds a separable squared Euclidean distance (exact 1D distance along i, then a
-/// min-plus pass with the window of the ball along j and k, vectorised across i); the full
-/// distance transform is Felzenszwalb & Huttenlocher's lower envelope of parabolas. All kernels
+/// order of each component's first voxel, as scipy.ndimage.label numbers them. Ball
+/// morphology takes the cheaper of two exact methods: on runs (each output row is the union of
+/// the runs of the ball's rows, widened by the ball's reach along i - anatomy has a few runs
+/// per row), or by thresholding a separable squared Euclidean distance (exact 1D distance along
+/// i, then a min-plus pass with the window of the ball along j and k, vectorised across i -
+/// better for noise); the full distance transform is Felzenszwalb & Huttenlocher's lower
+/// envelope of parabolas. All kernels
 /// run on ichkit::parallel_for and are safe to call from several threads at once.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -60,6 +64,24 @@ struct RunSet {
   std::size_t rows() const { return nj * nk; }
 };
 
+/// The first index in [i, n) whose voxel is (set == `want`), or n. Byte masks skip 8 voxels
+/// at a time through the long runs of anatomy.
+template <class T>
+inline std::size_t next_voxel(const T* row, std::size_t i, std::size_t n, bool want) {
+  if constexpr (sizeof(T) == 1) {
+    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    for (; i + 8 <= n; i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, row + i, 8);
+      // want set: stop at a word with a non-zero byte; want unset: at a word with a zero byte
+      const bool stop = want ? w != 0 : ((w - ones) & ~w & highs) != 0;
+      if (stop) break;
+    }
+  }
+  while (i < n && (row[i] != T(0)) != want) ++i;
+  return i;
+}
+
 template <class T>
 RunSet extract_runs(const Volume<T>& mask, bool want) {
   RunSet rs;
@@ -70,39 +92,34 @@ RunSet extract_runs(const Volume<T>& mask, bool want) {
   if (ni > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
     throw InvalidArgument("connected components: ni too large");
   const T* d = mask.data();
+  // runs of each row, found once: per-chunk buffers, then one copy into place
+  const int chunks = std::max(1, std::min<int>(num_threads(), static_cast<int>(rows / 64)));
+  std::vector<std::vector<Run>> found(static_cast<std::size_t>(chunks));
   std::vector<std::size_t> count(rows + 1, 0);
-  parallel_for(static_cast<std::int64_t>(rows), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t r = b; r < e; ++r) {
-      const T* row = d + static_cast<std::size_t>(r) * ni;
-      std::size_t n = 0;
-      bool prev = false;
-      for (std::size_t i = 0; i < ni; ++i) {
-        const bool cur = (row[i] != T(0)) == want;
-        n += (cur && !prev);
-        prev = cur;
+  parallel_for(chunks, [&](std::int64_t cb, std::int64_t ce) {
+    for (std::int64_t c = cb; c < ce; ++c) {
+      std::vector<Run>& mine = found[static_cast<std::size_t>(c)];
+      for (std::size_t r = rows * c / chunks; r < rows * (c + 1) / chunks; ++r) {
+        const T* row = d + r * ni;
+        const std::size_t before = mine.size();
+        for (std::size_t i = next_voxel(row, 0, ni, want); i < ni;) {
+          const std::size_t e = next_voxel(row, i, ni, !want);
+          mine.push_back(Run{static_cast<std::int32_t>(i), static_cast<std::int32_t>(e)});
+          i = next_voxel(row, e, ni, want);
+        }
+        count[r] = mine.size() - before;
       }
-      count[static_cast<std::size_t>(r)] = n;
     }
-  }, 64);
+  });
   rs.first.assign(rows + 1, 0);
   for (std::size_t r = 0; r < rows; ++r) rs.first[r + 1] = rs.first[r] + count[r];
   if (rs.first[rows] > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
     throw ResourceError("connected components: too many runs");
   rs.runs.resize(rs.first[rows]);
-  parallel_for(static_cast<std::int64_t>(rows), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t r = b; r < e; ++r) {
-      const T* row = d + static_cast<std::size_t>(r) * ni;
-      Run* out = rs.runs.data() + rs.first[static_cast<std::size_t>(r)];
-      std::size_t i = 0;
-      while (i < ni) {
-        while (i < ni && (row[i] != T(0)) != want) ++i;
-        if (i == ni) break;
-        const std::size_t s = i;
-        while (i < ni && (row[i] != T(0)) == want) ++i;
-        *out++ = Run{static_cast<std::int32_t>(s), static_cast<std::int32_t>(i)};
-      }
-    }
-  }, 64);
+  parallel_for(chunks, [&](std::int64_t cb, std::int64_t ce) {
+    for (std::int64_t c = cb; c < ce; ++c)
+      std::copy(found[c].begin(), found[c].end(), rs.runs.begin() + static_cast<std::ptrdiff_t>(rs.first[rows * c / chunks]));
+  });
   return rs;
 }
 
@@ -588,6 +605,104 @@ Volume<std::uint8_t> threshold_distance(const Volume<T>& mask, bool feature_is_f
   return out;
 }
 
+/// One row offset of a ball: the rows (j + dj, k + dk) reach `w` voxels either way along i.
+struct BallRow {
+  std::int64_t dj, dk, w;
+};
+
+/// The ball { (di si)^2 + (dj sj)^2 + (dk sk)^2 <= r2, |d.| <= floor(sqrt(r2) / s.) } as
+/// its rows: for each (dj, dk) in it, the largest |di| (the same test as a brute-force ball).
+inline std::vector<BallRow> ball_rows(const Eigen::Vector3d& sp, double r2) {
+  auto window = [&](double s) { return static_cast<std::int64_t>(std::floor(std::sqrt(r2) / s)); };
+  const std::int64_t wi = window(sp[0]), wj = window(sp[1]), wk = window(sp[2]);
+  std::vector<BallRow> rows;
+  for (std::int64_t c = -wk; c <= wk; ++c)
+    for (std::int64_t b = -wj; b <= wj; ++b) {
+      const double rest = double(b) * double(b) * sp[1] * sp[1] + double(c) * double(c) * sp[2] * sp[2];
+      if (!(rest <= r2)) continue;
+      std::int64_t w = 0;
+      while (w < wi && double(w + 1) * double(w + 1) * sp[0] * sp[0] + rest <= r2) ++w;
+      rows.push_back({b, c, w});
+    }
+  return rows;
+}
+
+/// Ball dilation on runs: out = 1 where a voxel within the ball is a seed - a voxel whose
+/// (value != 0) == `seed_is_fg`, or a voxel outside the grid when `outside_seed` - and 0
+/// elsewhere; `invert` flips the result (erosion is the complement of the background's
+/// dilation). Each output row is the union of the seed runs of the ball's rows, widened by
+/// their reach: the work is (runs x ball rows) + voxels, independent of the radius along i.
+template <class T>
+Volume<std::uint8_t> ball_dilate_runs(const Volume<T>& mask, const RunSet& rs, const std::vector<BallRow>& ball,
+                                      bool outside_seed, bool invert) {
+  const std::int64_t ni = static_cast<std::int64_t>(rs.ni), nj = static_cast<std::int64_t>(rs.nj),
+                     nk = static_cast<std::int64_t>(rs.nk);
+  std::int64_t w_max = 0;
+  for (const BallRow& b : ball) w_max = std::max(w_max, b.w);
+  Volume<std::uint8_t> out = Volume<std::uint8_t>::uninitialized(mask.shape(), mask.geometry());
+  std::uint8_t* O = out.data();
+  const std::uint8_t on = invert ? 0 : 1, off = invert ? 1 : 0;
+  parallel_for(nj * nk, [&](std::int64_t b, std::int64_t e) {
+    std::vector<std::int32_t> reach(static_cast<std::size_t>(ni));  // reach[a]: the furthest end of an interval from a
+    for (std::int64_t r = b; r < e; ++r) {
+      const std::int64_t j = r % nj, k = r / nj;
+      std::uint8_t* row = O + r * ni;
+      std::fill(reach.begin(), reach.end(), 0);
+      bool any = false, full = false;
+      auto cover = [&](std::int64_t a, std::int64_t z) {  // [a, z) clipped to the row
+        a = std::max<std::int64_t>(a, 0);
+        z = std::min(z, ni);
+        if (a >= z) return;
+        std::int32_t& at = reach[static_cast<std::size_t>(a)];
+        at = std::max(at, static_cast<std::int32_t>(z));
+        any = true;
+      };
+      if (outside_seed) {  // the voxels just before i = 0 and after i = ni - 1
+        cover(0, w_max);
+        cover(ni - w_max, ni);
+      }
+      for (const BallRow& q : ball) {
+        const std::int64_t jj = j + q.dj, kk = k + q.dk;
+        if (jj < 0 || jj >= nj || kk < 0 || kk >= nk) {
+          if (outside_seed) full = true;  // a whole row outside the grid within reach
+          if (full) break;
+          continue;
+        }
+        const std::size_t src = static_cast<std::size_t>(jj + nj * kk);
+        for (std::size_t p = rs.first[src]; p < rs.first[src + 1]; ++p) cover(rs.runs[p].i0 - q.w, rs.runs[p].i1 + q.w);
+      }
+      if (full || !any) {
+        std::fill(row, row + ni, full ? on : off);
+        continue;
+      }
+      std::int32_t end = 0;
+      for (std::int32_t i = 0; i < static_cast<std::int32_t>(ni); ++i) {
+        end = std::max(end, reach[static_cast<std::size_t>(i)]);
+        row[i] = i < end ? on : off;
+      }
+    }
+  }, 16);
+  return out;
+}
+
+/// Ball morphology by whichever exact method costs less for this mask: runs (few runs per
+/// row, as in anatomy) or the thresholded distance transform (many short runs, as in noise).
+template <class T>
+Volume<std::uint8_t> ball_morph(const Volume<T>& mask, bool seed_is_fg, bool outside_seed, double r2, bool invert) {
+  const std::vector<BallRow> ball = ball_rows(mask.spacing(), r2);
+  const RunSet rs = extract_runs(mask, seed_is_fg);
+  const Eigen::Vector3d sp = mask.spacing();
+  auto passes = [&](double s, std::size_t n) {  // vector steps per voxel of a window / envelope pass
+    const double w = std::min(std::floor(std::sqrt(r2) / s), double(n));
+    return std::min(2 * w + 1, 24.0);
+  };
+  const double voxels = static_cast<double>(mask.size());
+  const double by_runs = static_cast<double>(rs.runs.size()) * static_cast<double>(ball.size()) + 2 * voxels;
+  const double by_distance = voxels * (4 + (passes(sp[1], mask.nj()) + passes(sp[2], mask.nk())) / 4);
+  if (by_runs <= by_distance) return ball_dilate_runs(mask, rs, ball, outside_seed, invert);
+  return threshold_distance(mask, seed_is_fg, outside_seed, r2, !invert);
+}
+
 }  // namespace detail
 
 /// Exact Euclidean distance transform in mm (anisotropic spacing): for every voxel, the
@@ -614,7 +729,7 @@ template <class T>
 Volume<std::uint8_t> binary_dilate(const Volume<T>& mask, double radius_mm) {
   detail::require_nonempty(mask, "binary_dilate");
   detail::check_radius(radius_mm, "binary_dilate");
-  return detail::threshold_distance(mask, true, false, detail::ball_r2(radius_mm), true);
+  return detail::ball_morph(mask, true, false, detail::ball_r2(radius_mm), false);
 }
 
 /// Binary erosion with a ball of `radius_mm`: a voxel stays set when every voxel within
@@ -624,7 +739,7 @@ template <class T>
 Volume<std::uint8_t> binary_erode(const Volume<T>& mask, double radius_mm, bool outside_is_foreground = false) {
   detail::require_nonempty(mask, "binary_erode");
   detail::check_radius(radius_mm, "binary_erode");
-  return detail::threshold_distance(mask, false, !outside_is_foreground, detail::ball_r2(radius_mm), false);
+  return detail::ball_morph(mask, false, !outside_is_foreground, detail::ball_r2(radius_mm), true);
 }
 
 /// Opening (erosion, then dilation) with a ball: removes structures and bridges thinner than
