@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "ichkit/core/kernels.h"
 
 namespace ichkit::model {
 namespace {
@@ -68,12 +69,6 @@ std::vector<int> blocks_per_stage(int depth) {
     default: throw InvalidArgument("encoder: depth must be 10, 18 or 34, got " + std::to_string(depth));
   }
 }
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define ICHKIT_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
-#else
-#define ICHKIT_AVX2_CLONE
-#endif
 
 /// LibTorch's rule for a max-pool candidate v against the running maximum m: strictly
 /// greater, or NaN (a NaN always wins, so the last NaN in scan order is kept).

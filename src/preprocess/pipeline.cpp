@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ichkit/core/threading.h"
 #include "ichkit/preprocess/crop.h"
 #include "ichkit/preprocess/reorient.h"
 #include "ichkit/preprocess/skull_strip.h"
@@ -214,10 +215,16 @@ PipelineResult Pipeline::run(const Volume<float>& scan) const {
       v = preprocess::center_crop_or_pad(v, {std::size_t(s.values[0]), std::size_t(s.values[1]), std::size_t(s.values[2])},
                                          static_cast<float>(s.a));
     else if (s.op == "skull_strip") {
-      Volume<std::uint8_t> brain = preprocess::skull_strip(v);
-      Volume<float> out = v.deep_copy();
-      for (std::size_t n = 0; n < out.size(); ++n)
-        if (!brain.data()[n]) out.data()[n] = static_cast<float>(s.a);
+      const Volume<std::uint8_t> brain = preprocess::skull_strip(v);
+      Volume<float> out = Volume<float>::uninitialized(v.shape(), v.geometry());
+      out.metadata() = v.metadata();
+      const float fill = static_cast<float>(s.a);
+      const std::uint8_t* B = brain.data();
+      const float* in = v.data();
+      float* o = out.data();
+      parallel_for(static_cast<std::int64_t>(out.size()), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t n = b; n < e; ++n) o[n] = B[n] ? in[n] : fill;
+      }, 1 << 16);
       v = out;
     } else if (s.op == "clip") {
       Volume<float> out = v.deep_copy();

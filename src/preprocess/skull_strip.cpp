@@ -10,9 +10,11 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "ichkit/core/kernels.h"
 #include "ichkit/core/threading.h"
 #include "ichkit/preprocess/crop.h"
 #include "ichkit/quant/components.h"
+
 
 #ifdef ICHKIT_SKULL_STRIP_TRACE
 #include <chrono>
@@ -47,9 +49,13 @@ std::vector<float> gaussian_kernel(double sigma) {
   return w;
 }
 
-/// out[x] += w * in[x] over a contiguous span.
-inline void axpy(float* __restrict out, const float* __restrict in, float w, std::size_t n) {
-  for (std::size_t x = 0; x < n; ++x) out[x] += w * in[x];
+/// out[x] = lo <= s[x] <= hi (and m[x] != 0 when m is given); NaN is outside.
+ICHKIT_AVX2_CLONE void band_mask(const float* __restrict s, const std::uint8_t* __restrict m, float lo, float hi,
+                                 std::uint8_t* __restrict out, std::size_t n) {
+  if (m)
+    for (std::size_t x = 0; x < n; ++x) out[x] = static_cast<std::uint8_t>((s[x] >= lo) & (s[x] <= hi) & (m[x] != 0));
+  else
+    for (std::size_t x = 0; x < n; ++x) out[x] = static_cast<std::uint8_t>((s[x] >= lo) & (s[x] <= hi));
 }
 
 /// Separable Gaussian smoothing with sigma_mm along each axis (edges: nearest voxel). Axes
@@ -68,6 +74,7 @@ Volume<float> gaussian_smooth(const Volume<float>& in, double sigma_mm) {
   // i and j within each slice
   parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
     std::vector<float> tmp(nij), padded(ni + 2 * ri);
+    std::vector<const float*> rows_i(2 * ri + 1), rows_j(2 * rj + 1);
     for (std::int64_t k = b; k < e; ++k) {
       const float* s = src + k * nij;
       for (std::size_t j = 0; j < nj; ++j) {
@@ -80,17 +87,16 @@ Volume<float> gaussian_smooth(const Volume<float>& in, double sigma_mm) {
         std::fill(padded.begin(), padded.begin() + ri, row[0]);
         std::copy(row, row + ni, padded.begin() + ri);
         std::fill(padded.begin() + ri + ni, padded.end(), row[ni - 1]);
-        std::fill(t, t + ni, 0.0f);
-        for (int q = 0; q <= 2 * ri; ++q) axpy(t, padded.data() + q, wi[q], ni);
+        for (int q = 0; q <= 2 * ri; ++q) rows_i[q] = padded.data() + q;
+        ichkit::detail::weighted_sum(t, rows_i.data(), wi.data(), 2 * ri + 1, ni);
       }
       float* o = dst + k * nij;
       for (std::size_t j = 0; j < nj; ++j) {
-        float* orow = o + j * ni;
-        std::fill(orow, orow + ni, 0.0f);
         for (int q = -rj; q <= rj; ++q) {
           const std::int64_t jj = std::clamp<std::int64_t>(static_cast<std::int64_t>(j) + q, 0, static_cast<std::int64_t>(nj) - 1);
-          axpy(orow, tmp.data() + jj * ni, wj[q + rj], ni);
+          rows_j[q + rj] = tmp.data() + jj * ni;
         }
+        ichkit::detail::weighted_sum(o + j * ni, rows_j.data(), wj.data(), 2 * rj + 1, ni);
       }
     }
   });
@@ -98,26 +104,40 @@ Volume<float> gaussian_smooth(const Volume<float>& in, double sigma_mm) {
   Volume<float> out2 = Volume<float>::uninitialized(in.shape(), in.geometry());
   float* d2 = out2.data();
   parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    std::vector<const float*> rows_k(2 * rk + 1);
     for (std::int64_t k = b; k < e; ++k) {
-      float* o = d2 + k * nij;
-      std::fill(o, o + nij, 0.0f);
       for (int q = -rk; q <= rk; ++q) {
         const std::int64_t kk = std::clamp<std::int64_t>(k + q, 0, static_cast<std::int64_t>(nk) - 1);
-        axpy(o, dst + kk * nij, wk[q + rk], nij);
+        rows_k[q + rk] = dst + kk * nij;
       }
+      ichkit::detail::weighted_sum(d2 + k * nij, rows_k.data(), wk.data(), 2 * rk + 1, nij);
     }
   });
   return out2;
 }
 
-template <class Fn>
-Volume<std::uint8_t> make_mask(const Volume<float>& like, Fn&& fn) {
-  Volume<std::uint8_t> m = Volume<std::uint8_t>::uninitialized(like.shape(), like.geometry());
-  std::uint8_t* d = m.data();
-  parallel_for(static_cast<std::int64_t>(like.size()), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t x = b; x < e; ++x) d[x] = fn(static_cast<std::size_t>(x)) ? 1 : 0;
-  }, 1 << 16);
-  return m;
+/// out[x] = b[x] && h[x] < bone && s[x] >= floor (NaN: 0), without branches.
+ICHKIT_AVX2_CLONE void restore_mask(const std::uint8_t* __restrict b, const float* __restrict h, const float* __restrict s,
+                                    float bone, float floor, std::uint8_t* __restrict out, std::size_t n) {
+  for (std::size_t x = 0; x < n; ++x) out[x] = static_cast<std::uint8_t>((b[x] != 0) & (h[x] < bone) & (s[x] >= floor));
+}
+
+/// cand[i] = 1 where row m is 0 and a 6-neighbour is set (rows up/down/below/above may be
+/// null at the volume's edge).
+ICHKIT_AVX2_CLONE void candidates(const std::uint8_t* m, const std::uint8_t* up, const std::uint8_t* down,
+                                  const std::uint8_t* below, const std::uint8_t* above, std::uint8_t* cand, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) cand[i] = 0;
+  auto join = [&](const std::uint8_t* r) {
+    if (r)
+      for (std::size_t i = 0; i < n; ++i) cand[i] |= r[i];
+  };
+  join(up);
+  join(down);
+  join(below);
+  join(above);
+  for (std::size_t i = 1; i < n; ++i) cand[i] |= m[i - 1];
+  for (std::size_t i = 0; i + 1 < n; ++i) cand[i] |= m[i + 1];
+  for (std::size_t i = 0; i < n; ++i) cand[i] = cand[i] && !m[i];
 }
 
 bool any_set(const Volume<std::uint8_t>& m) {
@@ -160,7 +180,10 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   const Volume<float> smooth = o.smooth_sigma_mm > 0 ? gaussian_smooth(hu, o.smooth_sigma_mm) : hu;
   const float* S = smooth.data();
   trace("smooth");
-  const Volume<std::uint8_t> soft = make_mask(hu, [&](std::size_t x) { return S[x] >= lo && S[x] <= hi; });
+  Volume<std::uint8_t> soft = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
+  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    band_mask(S + b * nij, nullptr, lo, hi, soft.data() + b * nij, static_cast<std::size_t>(e - b) * nij);
+  });
   trace("threshold");
 
   // 3. erosion + largest component: the brain's core, cut from scalp, face and neck
@@ -175,8 +198,11 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   const Volume<std::uint8_t> band = quant::binary_dilate(core, reach);
   trace("dilate");
   const std::uint8_t* B = band.data();
-  Volume<std::uint8_t> brain = quant::largest_component(
-      make_mask(hu, [&](std::size_t x) { return B[x] && H[x] < bone && S[x] >= fat_air; }), 6);
+  Volume<std::uint8_t> outline = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
+  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    restore_mask(B + b * nij, H + b * nij, S + b * nij, bone, fat_air, outline.data() + b * nij, static_cast<std::size_t>(e - b) * nij);
+  });
+  Volume<std::uint8_t> brain = quant::largest_component(outline, 6);
   trace("restore + largest");
 
   // 5. enclosed holes: ventricles, calcifications, blood
@@ -192,8 +218,11 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   Volume<std::uint8_t> zone;
   if (o.blood_core_mm > 0) {
     const float blo = o.blood_min_hu;
-    const Volume<std::uint8_t> dense = make_mask(hu, [&](std::size_t x) { return M[x] && S[x] >= blo && S[x] <= hi; });
-    const std::uint8_t* D = dense.data();
+    Volume<std::uint8_t> dense = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
+    std::uint8_t* D = dense.data();
+    parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+      band_mask(S + b * nij, M + b * nij, blo, hi, D + b * nij, static_cast<std::size_t>(e - b) * nij);
+    });
     // A core voxel is hyperdense in the slices above and below too: brain that shares thick
     // slices with bone at the vertex or the skull base (a few per cent bone lifts it to
     // 50..100 HU) has bone above or below it; a bleed against the side of the skull has blood
@@ -203,12 +232,19 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
     const Eigen::Vector3d sp = hu.spacing();
     const double voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
     const auto min_voxels = static_cast<std::size_t>(std::ceil(o.blood_core_min_ml / voxel_ml));
-    const Volume<std::uint8_t> stacked = quant::remove_small_components(
-        make_mask(hu, [&](std::size_t x) {
-          const std::size_t k = x / nij;
-          return D[x] && k > 0 && k + 1 < nk && D[x - nij] && D[x + nij];
-        }),
-        min_voxels, 26);
+    Volume<std::uint8_t> stacked3 = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
+    parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t k = b; k < e; ++k) {
+        std::uint8_t* out = stacked3.data() + k * nij;
+        if (k == 0 || k + 1 == static_cast<std::int64_t>(nk)) {
+          std::fill(out, out + nij, std::uint8_t{0});
+          continue;
+        }
+        const std::uint8_t *below = D + (k - 1) * nij, *here = D + k * nij, *above = D + (k + 1) * nij;
+        for (std::size_t x = 0; x < nij; ++x) out[x] = below[x] & here[x] & above[x];
+      }
+    });
+    const Volume<std::uint8_t> stacked = quant::remove_small_components(stacked3, min_voxels, 26);
     if (any_set(stacked)) {
       // One box holds all of it: the erosion's neighbourhood of every possible core voxel and
       // the zone around the cores - within `reach` of a core in its slice, and one slice above
@@ -220,8 +256,8 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
         lo[a] = std::max<std::int64_t>(0, lo[a] - margin);
         hi_box[a] = std::min<std::int64_t>(static_cast<std::int64_t>(hu.shape()[a]), hi_box[a] + margin);
       }
-      Volume<std::uint8_t> core = quant::binary_erode(crop_or_pad(dense, lo, hi_box), o.blood_core_mm);
       const Volume<std::uint8_t> stacked_box = crop_or_pad(stacked, lo, hi_box);
+      Volume<std::uint8_t> core = quant::binary_erode(crop_or_pad(dense, lo, hi_box), o.blood_core_mm);
       for (std::size_t x = 0; x < core.size(); ++x) core.data()[x] &= stacked_box.data()[x];
       core = quant::remove_small_components(core, min_voxels, 26);
       if (any_set(core)) {
@@ -242,11 +278,22 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   std::uint8_t* O = out.data();
   const float rim_max = o.rim_max_hu;
   const float bone_share_blood = 1.0f - o.blood_rim_fraction;
+  // Only 6-neighbours of the mask can join: each row's candidates are found with byte-wise
+  // ors of the mask's neighbouring rows (vectorised), then visited one by one.
   parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    std::vector<std::uint8_t> cand(ni);
     for (std::int64_t k = b; k < e; ++k)
-      for (std::size_t j = 0; j < nj; ++j)
-        for (std::size_t i = 0; i < ni; ++i) {
-          const std::size_t x = i + j * ni + static_cast<std::size_t>(k) * nij;
+      for (std::size_t j = 0; j < nj; ++j) {
+        const std::size_t row0 = j * ni + static_cast<std::size_t>(k) * nij;
+        const std::uint8_t* m = M + row0;
+        const std::uint8_t* up = j > 0 ? m - ni : nullptr;
+        const std::uint8_t* down = j + 1 < nj ? m + ni : nullptr;
+        const std::uint8_t* below = k > 0 ? m - nij : nullptr;
+        const std::uint8_t* above = static_cast<std::size_t>(k) + 1 < nk ? m + nij : nullptr;
+        candidates(m, up, down, below, above, cand.data(), ni);
+        for (std::size_t i = quant::detail::next_voxel(cand.data(), 0, ni, true); i < ni;
+             i = quant::detail::next_voxel(cand.data(), i + 1, ni, true)) {
+          const std::size_t x = row0 + i;
           const float v = H[x];
           if (M[x] || std::isnan(v) || S[x] < fat_air) continue;
           float sum = 0;
@@ -277,6 +324,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
           const float inside = sum / n;
           if (v < inside + 0.5f * (peak - inside) || (by_blood && v < inside + bone_share_blood * (peak - inside))) O[x] = 1;
         }
+      }
   });
   trace("rim");
   return out;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "ichkit/core/kernels.h"
 #include "ichkit/core/threading.h"
 #include "ichkit/core/volume.h"
 
@@ -41,30 +42,38 @@ namespace detail {
 // Separable Gaussian filter along one axis of an i-fastest float buffer (sigma in voxels),
 // mirror ("reflect") boundary. Axes 1 and 2 accumulate whole contiguous rows (vectorised);
 // axis 0 convolves each row.
-inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) {
-  if (!(sigma > 0.05) || s[axis] < 2) return;
+/// The normalised taps of a Gaussian of `sigma` voxels, radius max(1, ceil(3 sigma)).
+inline std::vector<float> gaussian_taps(double sigma) {
   const int radius = std::max(1, static_cast<int>(std::ceil(3.0 * sigma)));
   std::vector<float> k(2 * radius + 1);
   double sum = 0;
   for (int t = -radius; t <= radius; ++t) sum += k[t + radius] = static_cast<float>(std::exp(-0.5 * t * t / (sigma * sigma)));
   for (float& w : k) w = static_cast<float>(w / sum);
+  return k;
+}
+
+/// "Reflect" boundary (the edge sample repeats: d c b a | a b c d | d c b a): the index into
+/// [0, n) that idx reflects to.
+inline std::int64_t reflect_index(std::int64_t idx, std::int64_t n) {
+  while (idx < 0 || idx >= n) idx = idx < 0 ? -idx - 1 : 2 * n - idx - 1;
+  return idx;
+}
+
+inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) {
+  if (!(sigma > 0.05) || s[axis] < 2) return;
+  const std::vector<float> k = gaussian_taps(sigma);
+  const int radius = static_cast<int>(k.size() / 2);
   const std::int64_t n = static_cast<std::int64_t>(s[axis]);
-  auto mirror = [n](std::int64_t idx) {
-    while (idx < 0 || idx >= n) idx = idx < 0 ? -idx - 1 : 2 * n - idx - 1;
-    return idx;
-  };
+  auto mirror = [n](std::int64_t idx) { return reflect_index(idx, n); };
   if (axis == 0) {
     parallel_for(static_cast<std::int64_t>(s[1] * s[2]), [&](std::int64_t b, std::int64_t e) {
       std::vector<float> line(std::size_t(n + 2 * radius));
+      std::vector<const float*> taps(std::size_t(2 * radius + 1));
+      for (int q = 0; q <= 2 * radius; ++q) taps[std::size_t(q)] = line.data() + q;
       for (std::int64_t r = b; r < e; ++r) {
         float* row = data + std::size_t(r) * s[0];
         for (std::int64_t t = -radius; t < n + radius; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
-        for (std::int64_t t = 0; t < n; ++t) {
-          float acc = 0;
-          const float* src = line.data() + t;
-          for (int q = 0; q <= 2 * radius; ++q) acc += k[q] * src[q];
-          row[t] = acc;
-        }
+        ichkit::detail::weighted_sum(row, taps.data(), k.data(), 2 * radius + 1, std::size_t(n));
       }
     }, 16);
     return;
@@ -77,21 +86,55 @@ inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) 
   const std::size_t chunks_per = (len + chunk - 1) / chunk;
   parallel_for(static_cast<std::int64_t>(outer * chunks_per), [&](std::int64_t b, std::int64_t e) {
     std::vector<float> buf(std::size_t(n) * chunk);
+    std::vector<const float*> taps(std::size_t(2 * radius + 1));
     for (std::int64_t w = b; w < e; ++w) {
       const std::size_t o = std::size_t(w) / chunks_per, c0 = (std::size_t(w) % chunks_per) * chunk;
       const std::size_t cl = std::min(chunk, len - c0);
       float* base = data + o * plane + c0;
       const std::size_t stride = axis == 1 ? s[0] : plane;
       for (std::int64_t t = 0; t < n; ++t) {
-        float* dst = buf.data() + std::size_t(t) * chunk;
-        std::fill(dst, dst + cl, 0.0f);
-        for (int q = -radius; q <= radius; ++q) {
-          const float wq = k[q + radius];
-          const float* src = base + std::size_t(mirror(t + q)) * stride;
-          for (std::size_t x = 0; x < cl; ++x) dst[x] += wq * src[x];
-        }
+        for (int q = -radius; q <= radius; ++q) taps[std::size_t(q + radius)] = base + std::size_t(mirror(t + q)) * stride;
+        ichkit::detail::weighted_sum(buf.data() + std::size_t(t) * chunk, taps.data(), k.data(), 2 * radius + 1, cl);
       }
       for (std::int64_t t = 0; t < n; ++t) std::copy(buf.data() + std::size_t(t) * chunk, buf.data() + std::size_t(t) * chunk + cl, base + std::size_t(t) * stride);
+    }
+  });
+}
+
+/// dst = src as float, filtered by gaussian_axis along i (sigma0) and then j (sigma1), slice by
+/// slice: the same sums in the same order as converting to a float buffer and calling
+/// gaussian_axis for axes 0 and 1, without the intermediate full-volume passes.
+template <class T>
+void gaussian_ij(const T* src, float* dst, const Shape3& s, double sigma0, double sigma1) {
+  const bool on0 = sigma0 > 0.05 && s[0] >= 2, on1 = sigma1 > 0.05 && s[1] >= 2;
+  const std::vector<float> k0 = on0 ? gaussian_taps(sigma0) : std::vector<float>{1.0f};
+  const std::vector<float> k1 = on1 ? gaussian_taps(sigma1) : std::vector<float>{1.0f};
+  const int r0 = static_cast<int>(k0.size() / 2), r1 = static_cast<int>(k1.size() / 2);
+  const std::size_t ni = s[0], nj = s[1], nij = ni * nj;
+  parallel_for(static_cast<std::int64_t>(s[2]), [&](std::int64_t b, std::int64_t e) {
+    std::vector<float> line(ni + 2 * std::size_t(r0)), plane(on1 ? nij : 0);
+    std::vector<const float*> taps0(k0.size()), taps1(k1.size());
+    for (int q = 0; q <= 2 * r0; ++q) taps0[std::size_t(q)] = line.data() + q;
+    for (std::int64_t kk = b; kk < e; ++kk) {
+      float* out = dst + std::size_t(kk) * nij;
+      float* stage = on1 ? plane.data() : out;  // the i pass lands here
+      for (std::size_t j = 0; j < nj; ++j) {
+        const T* row = src + std::size_t(kk) * nij + j * ni;
+        float* o = stage + j * ni;
+        if (!on0) {
+          for (std::size_t i = 0; i < ni; ++i) o[i] = static_cast<float>(row[i]);
+          continue;
+        }
+        for (std::int64_t t = -r0; t < std::int64_t(ni) + r0; ++t)
+          line[std::size_t(t + r0)] = static_cast<float>(row[reflect_index(t, std::int64_t(ni))]);
+        ichkit::detail::weighted_sum(o, taps0.data(), k0.data(), 2 * r0 + 1, ni);
+      }
+      if (!on1) continue;
+      for (std::size_t j = 0; j < nj; ++j) {
+        for (int q = -r1; q <= r1; ++q)
+          taps1[std::size_t(q + r1)] = plane.data() + std::size_t(reflect_index(std::int64_t(j) + q, std::int64_t(nj))) * ni;
+        ichkit::detail::weighted_sum(out + j * ni, taps1.data(), k1.data(), 2 * r1 + 1, ni);
+      }
     }
   });
 }
@@ -207,11 +250,8 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
   if (smooth || !fsrc) {
     work = ichkit::detail::allocate_voxels<float>(v.size());
     float* w = work.get();
-    const T* src = v.data();
-    parallel_for(static_cast<std::int64_t>(v.size()), [&](std::int64_t b0, std::int64_t e0) {
-      for (std::int64_t n = b0; n < e0; ++n) w[n] = static_cast<float>(src[n]);
-    }, 1 << 16);
-    for (int a = 0; a < 3; ++a) detail::gaussian_axis(w, in, a, sigma[a]);
+    detail::gaussian_ij(v.data(), w, in, sigma[0], sigma[1]);
+    detail::gaussian_axis(w, in, 2, sigma[2]);
     fsrc = w;
   }
   auto store = [&](double val) -> T {
