@@ -106,11 +106,13 @@ stored pipeline and returns each head's output in user units.)pbdoc")
       .def_property("metadata", [](const Model& m) { return to_py(m.metadata()); },
                     [](Model& m, const py::dict& d) { m.set_metadata(from_py(d)); })
       .def_property_readonly("parameter_count", &Model::parameter_count)
-      .def("predict_files", [](const Model& m, const std::vector<std::string>& paths, int batch_size, int readers, int ahead) {
+      .def("predict_files", [](const Model& m, const std::vector<std::string>& paths, int batch_size, int readers, int ahead,
+                               int reader_threads) {
              CohortOptions o;
              o.batch_size = batch_size;
              o.readers = readers;
              o.ahead = ahead;
+             o.reader_threads = reader_threads;
              std::vector<CohortItem> items;
              {
                py::gil_scoped_release nogil;
@@ -127,7 +129,9 @@ stored pipeline and returns each head's output in user units.)pbdoc")
              }
              return l;
            }, py::arg("paths"), py::arg("batch_size") = 4, py::arg("readers") = 0, py::arg("ahead") = 0,
-           "Predict a cohort of files; reader threads read and preprocess ahead while the network runs. "
+           py::arg("reader_threads") = 0,
+           "Predict a cohort of files; reader threads read and preprocess ahead while the network runs "
+           "(readers, reader_threads, ahead: 0 = chosen for the device; see CohortOptions). "
            "A list of {'path', 'ok', 'error', 'prediction'} in input order; one bad file does not stop the others.")
       .def("set_device", &Model::set_device, py::arg("device"), py::arg("precision") = "float32",
            "Run predict/explain on 'cpu', 'cuda' or 'cuda:N', in float32 (or bfloat16/float16 on CUDA). "

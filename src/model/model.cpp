@@ -597,15 +597,23 @@ std::vector<Prediction> Model::predict(const std::vector<Volume<float>>& scans, 
 
 std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& paths, const CohortOptions& options) const {
   if (options.batch_size < 1) throw InvalidArgument("predict_files: batch_size must be >= 1");
-  if (options.readers < 0 || options.ahead < 0) throw InvalidArgument("predict_files: readers and ahead must be >= 0");
+  if (options.readers < 0 || options.reader_threads < 0 || options.ahead < 0)
+    throw InvalidArgument("predict_files: readers, reader_threads and ahead must be >= 0");
   const std::size_t n = paths.size();
   std::vector<CohortItem> out(n);
   for (std::size_t i = 0; i < n; ++i) out[i].path = paths[i];
   if (n == 0) return out;
   const std::size_t batch = static_cast<std::size_t>(options.batch_size);
-  const std::size_t ahead = options.ahead > 0 ? static_cast<std::size_t>(options.ahead) : 2 * batch;
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  const int readers = options.readers > 0 ? options.readers : static_cast<int>(std::clamp(hw / 4, 1u, 4u));
+  // On the CPU the network takes every core and one reader keeps ahead of it; on a GPU the
+  // cores only prepare scans: one reader per core but one, one kernel thread each.
+  const bool gpu = !impl_->device.is_cpu();
+  const int readers = options.readers > 0 ? options.readers
+                      : gpu               ? static_cast<int>(std::clamp(hw > 1 ? hw - 1 : 1u, 1u, 32u))
+                                          : static_cast<int>(std::clamp(hw / 4, 1u, 4u));
+  const int reader_threads = options.reader_threads > 0 ? options.reader_threads : gpu ? 1 : 0;
+  const std::size_t ahead = options.ahead > 0 ? static_cast<std::size_t>(options.ahead)
+                                              : std::max<std::size_t>(2 * batch, static_cast<std::size_t>(readers));
 
   struct Ready {
     torch::Tensor x;
@@ -619,6 +627,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   bool stop = false;
 
   auto reader = [&] {
+    ThreadCap cap(reader_threads);
     for (;;) {
       std::size_t i;
       {

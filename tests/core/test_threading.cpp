@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "ichkit/core/progress.h"
@@ -38,6 +39,37 @@ TEST_CASE("threading: hooks see thread-count changes") {
   on_num_threads_changed([&](int n) { seen = n; });
   set_num_threads(3);
   CHECK(seen == 3);
+  set_num_threads(0);
+}
+
+TEST_CASE("threading: a ThreadCap caps this thread's kernels only, nests, and ends with its scope") {
+  set_num_threads(3);
+  auto chunks = [] {  // parallel_for runs one chunk per thread
+    std::atomic<int> n{0};
+    parallel_for(1000, [&](std::int64_t, std::int64_t) { ++n; });
+    return n.load();
+  };
+  CHECK(chunks() == 3);
+  {
+    ThreadCap one(1);
+    CHECK(num_threads() == 1);
+    CHECK(chunks() == 1);
+    {
+      ThreadCap two(2);
+      CHECK(num_threads() == 2);
+      CHECK(chunks() == 2);
+      ThreadCap none(0);  // no cap: back to set_num_threads's number
+      CHECK(num_threads() == 3);
+    }
+    CHECK(num_threads() == 1);
+    int other = 0;  // another thread is not capped
+    std::thread([&] { other = num_threads(); }).join();
+    CHECK(other == 3);
+    ThreadCap more(8);  // a cap above the thread count changes nothing
+    CHECK(num_threads() == 3);
+  }
+  CHECK(num_threads() == 3);
+  CHECK(chunks() == 3);
   set_num_threads(0);
 }
 

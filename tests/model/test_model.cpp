@@ -263,10 +263,11 @@ TEST_CASE("model: predict_files with 1 and 3 reader threads equals predict() sca
     std::ofstream(dir + "/corrupt.nii.gz") << "not an image";
   }
   paths.insert(paths.begin() + 4, dir + "/corrupt.nii.gz");
-  for (int readers : {1, 3}) {
+  for (auto [readers, reader_threads] : {std::pair{1, 0}, std::pair{3, 1}}) {
     CohortOptions o;
     o.batch_size = 2;
     o.readers = readers;
+    o.reader_threads = reader_threads;
     std::vector<CohortItem> got = m.predict_files(paths, o);
     REQUIRE(got.size() == paths.size());
     std::size_t s = 0;
@@ -289,5 +290,8 @@ TEST_CASE("model: predict_files with 1 and 3 reader threads equals predict() sca
   CHECK(m.predict_files({}).empty());
   CohortOptions bad;
   bad.batch_size = 0;
+  CHECK_THROWS_AS(m.predict_files(paths, bad), InvalidArgument);
+  bad.batch_size = 1;
+  bad.reader_threads = -1;
   CHECK_THROWS_AS(m.predict_files(paths, bad), InvalidArgument);
 }

@@ -30,10 +30,33 @@ inline std::mutex& thread_hooks_mutex() {
   static std::mutex m;
   return m;
 }
+inline int& thread_cap() {
+  thread_local int cap = 0;  // 0: no cap on this thread
+  return cap;
+}
 }  // namespace detail
 
-/// Number of threads compute kernels use (>= 1).
-inline int num_threads() { return detail::thread_count().load(); }
+/// Number of threads compute kernels use (>= 1): set_num_threads's number, or less on a thread
+/// inside a ThreadCap.
+inline int num_threads() {
+  const int n = detail::thread_count().load(), cap = detail::thread_cap();
+  return cap > 0 ? std::min(n, cap) : n;
+}
+
+/// While it lives, ichkit's kernels called from this thread use at most `n` threads (n <= 0:
+/// no cap). For work that runs beside other work, such as a cohort's reader threads, which
+/// preprocess while the network runs: one thread each keeps the cores from being
+/// oversubscribed. Caps nest; LibTorch's own pool is not affected.
+class ThreadCap {
+public:
+  explicit ThreadCap(int n) : previous_(detail::thread_cap()) { detail::thread_cap() = n > 0 ? n : 0; }
+  ~ThreadCap() { detail::thread_cap() = previous_; }
+  ThreadCap(const ThreadCap&) = delete;
+  ThreadCap& operator=(const ThreadCap&) = delete;
+
+private:
+  int previous_;
+};
 
 /// Set the number of threads every kernel uses; `n <= 0` means all cores.
 /// Also forwards the number to registered back-ends (LibTorch's pool in the compiled library).

@@ -67,8 +67,10 @@ struct NamedArray {
 /// How Model::predict_files overlaps reading and preprocessing with the network.
 struct CohortOptions {
   int batch_size = 4;  ///< scans per forward pass (consecutive scans of one input shape)
-  int readers = 0;     ///< threads that read and preprocess; 0: 1 per 4 hardware threads, 1 to 4
-  int ahead = 0;       ///< scans prepared ahead of the network; 0: 2 x batch_size
+  int readers = 0;         ///< threads that read and preprocess; 0: on the CPU 1 per 4 hardware threads
+                           ///< (1 to 4), on a GPU 1 per hardware thread but one (1 to 32)
+  int reader_threads = 0;  ///< kernel threads of each reader (ThreadCap); 0: 1 on a GPU, no cap on the CPU
+  int ahead = 0;           ///< scans prepared ahead of the network; 0: max(2 x batch_size, readers)
   io::ReadOptions read;
 };
 
