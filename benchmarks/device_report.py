@@ -70,6 +70,15 @@ def report(ich, peers, alone=None):
                   f"**{c['fraction_of_bound']:.2f} of the model-only bound** |",
                   f"| model-only bound (forward batch {c['batch']} alone) | {c['model_bound_scans_per_s']:.2f} | "
                   f"{60 * c['model_bound_scans_per_s']:.0f} | |"]
+        if "cores_shared_bound_scans_per_s" in c:
+            b = c["cores_shared_bound_scans_per_s"]
+            lines.append(f"| cores-shared bound (forward + reading and preprocessing, {c['prepare_ms_one_thread']:.0f} ms "
+                         f"of one core per scan, on the same cores) | {b:.2f} | {60 * b:.0f} | ichkit at "
+                         f"**{c['fraction_of_cores_shared_bound']:.2f}** of it |")
+        if "readers_bound_scans_per_s" in c:
+            b = c["readers_bound_scans_per_s"]
+            lines.append(f"| readers bound (reading and preprocessing, {c['prepare_ms_one_thread']:.0f} ms of one core "
+                         f"per scan, one reader per core but one) | {b:.1f} | {60 * b:.0f} | |")
         tc = t.get("cohort")
         if tc:
             lines.append(f"| tuned peer, serial ({tc['scans']} scans timed) | {tc['scans_per_s']:.3f} | "

@@ -311,13 +311,40 @@ int main(int argc, char** argv) {
       if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
       const double fwd_ms = st["forward_b" + std::to_string(batch)]["median_ms"].get<double>();
       const double bound = batch / (fwd_ms / 1e3);
+      // What one scan's reading and preprocessing cost in CPU time: each of the 8 files read
+      // and prepared on one thread (a reader's work), after a first round as warm-up.
+      std::vector<double> prep_ms;
+      {
+        ThreadCap one(1);
+        for (int round = 0; round < 2; ++round)
+          for (const std::string& f : files) {
+            const auto p0 = Clock::now();
+            cm.impl()->prepare(io::read(f));
+            if (round == 1) prep_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - p0).count());
+          }
+      }
+      std::sort(prep_ms.begin(), prep_ms.end());
+      const double prep = (prep_ms[prep_ms.size() / 2 - 1] + prep_ms[prep_ms.size() / 2]) / 2;
+      const int threads = runtime_info().threads;
       r["cohort"] = {{"scans", cohort},
                      {"batch", batch},
                      {"readers", co.readers},
                      {"seconds", sec},
                      {"scans_per_s", cohort / sec},
                      {"model_bound_scans_per_s", bound},
-                     {"fraction_of_bound", (cohort / sec) / bound}};
+                     {"fraction_of_bound", (cohort / sec) / bound},
+                     {"prepare_ms_one_thread", prep}};
+      if (!g_cuda) {
+        // the network and the readers share the same cores: per scan, the forward's share of a
+        // batch plus the preparation spread over every core, if nothing were lost to switching
+        const double shared = 1e3 / (fwd_ms / batch + prep / threads);
+        r["cohort"]["cores_shared_bound_scans_per_s"] = shared;
+        r["cohort"]["fraction_of_cores_shared_bound"] = (cohort / sec) / shared;
+      } else {
+        // the readers (one per core but one, one thread each) alone
+        const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+        r["cohort"]["readers_bound_scans_per_s"] = (hw > 1 ? hw - 1 : 1) * 1e3 / prep;
+      }
       r["peak_rss_mb_with_cohort"] = peak_rss_mb();
     }
 
