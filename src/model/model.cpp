@@ -674,10 +674,12 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
       const torch::Tensor x = impl_->stack(xs);
       MultiTaskNetImpl::Output o;
       with_network_errors(x, [&] { o = impl_->infer(x); });
-      for (std::size_t r = 0; r < idx.size(); ++r) {
-        out[idx[r]].prediction = impl_->decode(o, static_cast<int64_t>(r), prs[r]);
-        out[idx[r]].ok = true;
-      }
+      // the scans of a batch are decoded side by side: a mask head's map goes back to its
+      // scan's grid, a full-size resampling per scan, which would otherwise hold up the network
+      parallel_for(static_cast<std::int64_t>(idx.size()), [&](std::int64_t b, std::int64_t e) {
+        for (std::int64_t r = b; r < e; ++r) out[idx[r]].prediction = impl_->decode(o, r, prs[r]);
+      });
+      for (std::size_t i : idx) out[i].ok = true;
     } catch (const std::exception& e) {  // this batch fails; the others go on
       for (std::size_t i : idx) out[i].error = e.what();
     }

@@ -246,6 +246,15 @@ def test_predict_files_equals_predict_and_reports_bad_files(model, scan, tmp_pat
     (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     paths.insert(1, str(tmp_path / "bad.nii.gz"))
     got = model.predict_files(paths, batch_size=2, readers=2)
+    # readers whose kernels run on one thread each (a GPU's default) give the same answers
+    capped = model.predict_files(paths, batch_size=2, readers=3, reader_threads=1)
+    assert [c["ok"] for c in capped] == [g["ok"] for g in got]
+    for c, g in zip(capped, got):
+        if g["ok"]:
+            assert c["prediction"]["volume"]["value"] == pytest.approx(g["prediction"]["volume"]["value"], rel=1e-6)
+            assert np.array_equal(c["prediction"]["seg"]["mask"].array, g["prediction"]["seg"]["mask"].array)
+    with pytest.raises(ValueError):
+        model.predict_files(paths, reader_threads=-1)
     assert [g["path"] for g in got] == paths
     assert not got[1]["ok"] and got[1]["prediction"] is None and got[1]["error"]
     for g in (got[0], got[2], got[3]):
