@@ -15,7 +15,6 @@
 #include "ichkit/preprocess/crop.h"
 #include "ichkit/quant/components.h"
 
-
 #ifdef ICHKIT_SKULL_STRIP_TRACE
 #include <chrono>
 #include <cstdio>
@@ -140,6 +139,14 @@ ICHKIT_AVX2_CLONE void candidates(const std::uint8_t* m, const std::uint8_t* up,
   for (std::size_t i = 0; i < n; ++i) cand[i] = cand[i] && !m[i];
 }
 
+/// fn(first voxel, voxel count) over slabs of whole k-slices, in parallel.
+template <class Fn>
+void over_slabs(std::size_t nk, std::size_t nij, Fn&& fn) {
+  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
+    fn(static_cast<std::size_t>(b) * nij, static_cast<std::size_t>(e - b) * nij);
+  });
+}
+
 bool any_set(const Volume<std::uint8_t>& m) {
   return std::any_of(m.data(), m.data() + m.size(), [](std::uint8_t v) { return v != 0; });
 }
@@ -181,9 +188,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   const float* S = smooth.data();
   trace("smooth");
   Volume<std::uint8_t> soft = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
-  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
-    band_mask(S + b * nij, nullptr, lo, hi, soft.data() + b * nij, static_cast<std::size_t>(e - b) * nij);
-  });
+  over_slabs(nk, nij, [&](std::size_t x, std::size_t n) { band_mask(S + x, nullptr, lo, hi, soft.data() + x, n); });
   trace("threshold");
 
   // 3. erosion + largest component: the brain's core, cut from scalp, face and neck
@@ -199,9 +204,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   trace("dilate");
   const std::uint8_t* B = band.data();
   Volume<std::uint8_t> outline = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
-  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
-    restore_mask(B + b * nij, H + b * nij, S + b * nij, bone, fat_air, outline.data() + b * nij, static_cast<std::size_t>(e - b) * nij);
-  });
+  over_slabs(nk, nij, [&](std::size_t x, std::size_t n) { restore_mask(B + x, H + x, S + x, bone, fat_air, outline.data() + x, n); });
   Volume<std::uint8_t> brain = quant::largest_component(outline, 6);
   trace("restore + largest");
 
@@ -220,9 +223,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
     const float blo = o.blood_min_hu;
     Volume<std::uint8_t> dense = Volume<std::uint8_t>::uninitialized(hu.shape(), hu.geometry());
     std::uint8_t* D = dense.data();
-    parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
-      band_mask(S + b * nij, M + b * nij, blo, hi, D + b * nij, static_cast<std::size_t>(e - b) * nij);
-    });
+    over_slabs(nk, nij, [&](std::size_t x, std::size_t n) { band_mask(S + x, M + x, blo, hi, D + x, n); });
     // A core voxel is hyperdense in the slices above and below too: brain that shares thick
     // slices with bone at the vertex or the skull base (a few per cent bone lifts it to
     // 50..100 HU) has bone above or below it; a bleed against the side of the skull has blood
