@@ -664,7 +664,7 @@ Volume<std::uint8_t> ball_dilate_runs(const Volume<T>& mask, const RunSet& rs, c
       for (const BallRow& q : ball) {
         const std::int64_t jj = j + q.dj, kk = k + q.dk;
         if (jj < 0 || jj >= nj || kk < 0 || kk >= nk) {
-          if (outside_seed) full = true;  // a whole row outside the grid within reach
+          full = outside_seed;  // a whole row outside the grid within reach: a seed, or nothing
           if (full) break;
           continue;
         }
