@@ -13,6 +13,7 @@
 #include "ichkit/core/kernels.h"
 #include "ichkit/core/threading.h"
 #include "ichkit/preprocess/crop.h"
+#include "ichkit/preprocess/resample.h"
 #include "ichkit/quant/components.h"
 
 #ifdef ICHKIT_SKULL_STRIP_TRACE
@@ -22,6 +23,9 @@
 
 namespace ichkit::preprocess {
 namespace {
+
+using detail::Edge;
+using detail::filter_ij;
 
 #ifdef ICHKIT_SKULL_STRIP_TRACE
 struct Trace {
@@ -66,39 +70,10 @@ Volume<float> gaussian_smooth(const Volume<float>& in, double sigma_mm) {
   const std::vector<float> wi = si ? gaussian_kernel(sigma_mm / sp[0]) : std::vector<float>{1.0f};
   const std::vector<float> wj = sj ? gaussian_kernel(sigma_mm / sp[1]) : std::vector<float>{1.0f};
   const std::vector<float> wk = sk ? gaussian_kernel(sigma_mm / sp[2]) : std::vector<float>{1.0f};
-  const int ri = static_cast<int>(wi.size() / 2), rj = static_cast<int>(wj.size() / 2), rk = static_cast<int>(wk.size() / 2);
+  const int rk = static_cast<int>(wk.size() / 2);
   Volume<float> out = Volume<float>::uninitialized(in.shape(), in.geometry());
-  const float* src = in.data();
   float* dst = out.data();
-  // i and j within each slice
-  parallel_for(static_cast<std::int64_t>(nk), [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> tmp(nij), padded(ni + 2 * ri);
-    std::vector<const float*> rows_i(2 * ri + 1), rows_j(2 * rj + 1);
-    for (std::int64_t k = b; k < e; ++k) {
-      const float* s = src + k * nij;
-      for (std::size_t j = 0; j < nj; ++j) {
-        const float* row = s + j * ni;
-        float* t = tmp.data() + j * ni;
-        if (ri == 0) {
-          std::copy(row, row + ni, t);
-          continue;
-        }
-        std::fill(padded.begin(), padded.begin() + ri, row[0]);
-        std::copy(row, row + ni, padded.begin() + ri);
-        std::fill(padded.begin() + ri + ni, padded.end(), row[ni - 1]);
-        for (int q = 0; q <= 2 * ri; ++q) rows_i[q] = padded.data() + q;
-        ichkit::detail::weighted_sum(t, rows_i.data(), wi.data(), 2 * ri + 1, ni);
-      }
-      float* o = dst + k * nij;
-      for (std::size_t j = 0; j < nj; ++j) {
-        for (int q = -rj; q <= rj; ++q) {
-          const std::int64_t jj = std::clamp<std::int64_t>(static_cast<std::int64_t>(j) + q, 0, static_cast<std::int64_t>(nj) - 1);
-          rows_j[q + rj] = tmp.data() + jj * ni;
-        }
-        ichkit::detail::weighted_sum(o + j * ni, rows_j.data(), wj.data(), 2 * rj + 1, ni);
-      }
-    }
-  });
+  filter_ij(in.data(), dst, in.shape(), wi, wj, Edge::Nearest);  // i and j within each slice
   if (rk == 0) return out;
   Volume<float> out2 = Volume<float>::uninitialized(in.shape(), in.geometry());
   float* d2 = out2.data();
@@ -296,7 +271,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
              i = quant::detail::next_voxel(cand.data(), i + 1, ni, true)) {
           const std::size_t x = row0 + i;
           const float v = H[x];
-          if (M[x] || std::isnan(v) || S[x] < fat_air) continue;
+          if (std::isnan(v) || S[x] < fat_air) continue;  // candidates: outside the mask, a neighbour inside
           float sum = 0;
           int n = 0;
           bool by_blood = false;
@@ -314,7 +289,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
           look(k > 0, x - nij);
           look(static_cast<std::size_t>(k) + 1 < nk, x + nij);
           by_blood = by_blood && Z[x];  // the voxel itself within reach too: no creeping a slice further
-          if (n == 0 || (!by_blood && !(v <= rim_max))) continue;
+          if (!by_blood && !(v <= rim_max)) continue;
           float peak = v;
           for (std::int64_t kk = std::max<std::int64_t>(k - 1, 0); kk <= std::min<std::int64_t>(k + 1, nk - 1); ++kk)
             for (std::size_t jj = j > 0 ? j - 1 : 0; jj <= std::min(j + 1, nj - 1); ++jj) {

@@ -101,38 +101,41 @@ inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) 
   });
 }
 
-/// dst = src as float, filtered by gaussian_axis along i (sigma0) and then j (sigma1), slice by
-/// slice: the same sums in the same order as converting to a float buffer and calling
-/// gaussian_axis for axes 0 and 1, without the intermediate full-volume passes.
+/// How a filter reads past the ends of a line: the nearest sample, or the mirror image with the
+/// edge sample repeated (reflect_index).
+enum class Edge { Nearest, Reflect };
+
+/// dst = src as float, filtered along i by the taps k0 and then along j by k1 (odd lengths; a
+/// single tap copies), slice by slice: the same sums in the same order as filtering whole
+/// axes one after the other, without the intermediate full-volume passes.
 template <class T>
-void gaussian_ij(const T* src, float* dst, const Shape3& s, double sigma0, double sigma1) {
-  const bool on0 = sigma0 > 0.05 && s[0] >= 2, on1 = sigma1 > 0.05 && s[1] >= 2;
-  const std::vector<float> k0 = on0 ? gaussian_taps(sigma0) : std::vector<float>{1.0f};
-  const std::vector<float> k1 = on1 ? gaussian_taps(sigma1) : std::vector<float>{1.0f};
+void filter_ij(const T* src, float* dst, const Shape3& s, const std::vector<float>& k0, const std::vector<float>& k1,
+               Edge edge) {
   const int r0 = static_cast<int>(k0.size() / 2), r1 = static_cast<int>(k1.size() / 2);
   const std::size_t ni = s[0], nj = s[1], nij = ni * nj;
+  auto at = [edge](std::int64_t idx, std::size_t n) {
+    return edge == Edge::Reflect ? reflect_index(idx, std::int64_t(n)) : std::clamp<std::int64_t>(idx, 0, std::int64_t(n) - 1);
+  };
   parallel_for(static_cast<std::int64_t>(s[2]), [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> line(ni + 2 * std::size_t(r0)), plane(on1 ? nij : 0);
+    std::vector<float> line(ni + 2 * std::size_t(r0)), plane(r1 > 0 ? nij : 0);
     std::vector<const float*> taps0(k0.size()), taps1(k1.size());
     for (int q = 0; q <= 2 * r0; ++q) taps0[std::size_t(q)] = line.data() + q;
     for (std::int64_t kk = b; kk < e; ++kk) {
       float* out = dst + std::size_t(kk) * nij;
-      float* stage = on1 ? plane.data() : out;  // the i pass lands here
+      float* stage = r1 > 0 ? plane.data() : out;  // the i pass lands here
       for (std::size_t j = 0; j < nj; ++j) {
         const T* row = src + std::size_t(kk) * nij + j * ni;
         float* o = stage + j * ni;
-        if (!on0) {
+        if (r0 == 0) {
           for (std::size_t i = 0; i < ni; ++i) o[i] = static_cast<float>(row[i]);
           continue;
         }
-        for (std::int64_t t = -r0; t < std::int64_t(ni) + r0; ++t)
-          line[std::size_t(t + r0)] = static_cast<float>(row[reflect_index(t, std::int64_t(ni))]);
+        for (std::int64_t t = -r0; t < std::int64_t(ni) + r0; ++t) line[std::size_t(t + r0)] = static_cast<float>(row[at(t, ni)]);
         ichkit::detail::weighted_sum(o, taps0.data(), k0.data(), 2 * r0 + 1, ni);
       }
-      if (!on1) continue;
+      if (r1 == 0) continue;
       for (std::size_t j = 0; j < nj; ++j) {
-        for (int q = -r1; q <= r1; ++q)
-          taps1[std::size_t(q + r1)] = plane.data() + std::size_t(reflect_index(std::int64_t(j) + q, std::int64_t(nj))) * ni;
+        for (int q = -r1; q <= r1; ++q) taps1[std::size_t(q + r1)] = plane.data() + std::size_t(at(std::int64_t(j) + q, nj)) * ni;
         ichkit::detail::weighted_sum(out + j * ni, taps1.data(), k1.data(), 2 * r1 + 1, ni);
       }
     }
@@ -250,7 +253,11 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
   if (smooth || !fsrc) {
     work = ichkit::detail::allocate_voxels<float>(v.size());
     float* w = work.get();
-    detail::gaussian_ij(v.data(), w, in, sigma[0], sigma[1]);
+    // gaussian_axis's filter along i and j, then k
+    auto taps = [&](int a) {
+      return sigma[a] > 0.05 && in[a] >= 2 ? detail::gaussian_taps(sigma[a]) : std::vector<float>{1.0f};
+    };
+    detail::filter_ij(v.data(), w, in, taps(0), taps(1), detail::Edge::Reflect);
     detail::gaussian_axis(w, in, 2, sigma[2]);
     fsrc = w;
   }
