@@ -311,20 +311,14 @@ int main(int argc, char** argv) {
       if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
       const double fwd_ms = st["forward_b" + std::to_string(batch)]["median_ms"].get<double>();
       const double bound = batch / (fwd_ms / 1e3);
-      // What one scan's reading and preprocessing cost in CPU time: each of the 8 files read
-      // and prepared on one thread (a reader's work), after a first round as warm-up.
-      std::vector<double> prep_ms;
+      // What one scan's reading and preprocessing cost in CPU time: the 8 files read and
+      // prepared on one thread (a reader's work), per scan
+      json rounds;
       {
         ThreadCap one(1);
-        for (int round = 0; round < 2; ++round)
-          for (const std::string& f : files) {
-            const auto p0 = Clock::now();
-            cm.impl()->prepare(io::read(f));
-            if (round == 1) prep_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - p0).count());
-          }
+        rounds = timeit([&] { for (const std::string& f : files) cm.impl()->prepare(io::read(f)); }, 2);
       }
-      std::sort(prep_ms.begin(), prep_ms.end());
-      const double prep = (prep_ms[prep_ms.size() / 2 - 1] + prep_ms[prep_ms.size() / 2]) / 2;
+      const double prep = rounds["median_ms"].get<double>() / static_cast<double>(files.size());
       const int threads = runtime_info().threads;
       r["cohort"] = {{"scans", cohort},
                      {"batch", batch},
