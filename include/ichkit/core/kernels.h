@@ -17,21 +17,30 @@
 namespace ichkit::detail {
 
 /// out[x] = sum over q of w[q] * rows[q][x], accumulated from 0 in q order - bit for bit what
-/// a sequence of `out += w[q] * rows[q]` passes over a zeroed buffer gives - in blocks of 16
-/// voxels held in registers. A 1D convolution is rows[q] = line + q. `out` must not overlap
-/// the rows.
+/// a sequence of `out += w[q] * rows[q]` passes over a zeroed buffer gives - in blocks of 64
+/// voxels held in eight 8-float registers (GNU vector extension: one AVX register each in the
+/// AVX2 clone, two SSE registers in the baseline). Eight independent sums hide the latency of
+/// the additions: with two 8-float sums per block (16 voxels) the adds waited on each other
+/// and smoothing ran at a quarter of this speed. A 1D convolution is rows[q] = line + q.
+/// `out` must not overlap the rows.
 ICHKIT_AVX2_CLONE inline void weighted_sum(float* __restrict out, const float* const* rows, const float* w, int taps,
                                            std::size_t n) {
-  constexpr std::size_t B = 16;
+  typedef float v8 __attribute__((vector_size(32)));
+  constexpr std::size_t V = 8, B = 8 * V;
   std::size_t x0 = 0;
   for (; x0 + B <= n; x0 += B) {
-    float acc[B] = {};
+    v8 acc[V];
+    for (std::size_t v = 0; v < V; ++v) acc[v] = v8{};
     for (int q = 0; q < taps; ++q) {
       const float* r = rows[q] + x0;
-      const float wq = w[q];
-      for (std::size_t t = 0; t < B; ++t) acc[t] += wq * r[t];
+      const v8 wq = v8{} + w[q];
+      for (std::size_t v = 0; v < V; ++v) {
+        v8 t;
+        __builtin_memcpy(&t, r + 8 * v, sizeof t);  // unaligned load
+        acc[v] += wq * t;
+      }
     }
-    for (std::size_t t = 0; t < B; ++t) out[x0 + t] = acc[t];
+    __builtin_memcpy(out + x0, acc, sizeof acc);
   }
   for (std::size_t x = x0; x < n; ++x) {
     float acc = 0;

@@ -130,7 +130,11 @@ void filter_ij(const T* src, float* dst, const Shape3& s, const std::vector<floa
           for (std::size_t i = 0; i < ni; ++i) o[i] = static_cast<float>(row[i]);
           continue;
         }
-        for (std::int64_t t = -r0; t < std::int64_t(ni) + r0; ++t) line[std::size_t(t + r0)] = static_cast<float>(row[at(t, ni)]);
+        // the row, padded by r0 edge values on each side (a straight copy inside: vectorised)
+        for (std::int64_t t = -r0; t < 0; ++t) line[std::size_t(t + r0)] = static_cast<float>(row[at(t, ni)]);
+        for (std::size_t t = 0; t < ni; ++t) line[t + std::size_t(r0)] = static_cast<float>(row[t]);
+        for (std::int64_t t = std::int64_t(ni); t < std::int64_t(ni) + r0; ++t)
+          line[std::size_t(t + r0)] = static_cast<float>(row[at(t, ni)]);
         ichkit::detail::weighted_sum(o, taps0.data(), k0.data(), 2 * r0 + 1, ni);
       }
       if (r1 == 0) continue;
