@@ -151,11 +151,14 @@ explain::Explanation end_to_end(const model::Model& m, const std::string& scan_p
 int main(int argc, char** argv) {
   CLI::App app{"ichkit end-to-end benchmark (the ichkit side; see benchmarks/device_peers.py)"};
   std::string device = "cpu", precision = "float32", out, work;
-  int repeats = 7, cohort = 50, batch = 4;
+  int repeats = 7, cohort = 50, batch = 4, readers = 0, reader_threads = 0;
   app.add_option("--device", device, "cpu or cuda");
   app.add_option("--precision", precision, "float32, bfloat16 or float16 (CUDA)");
   app.add_option("--repeats", repeats, "timed runs per stage (after one warm-up)")->check(CLI::Range(1, 1000));
   app.add_option("--cohort", cohort, "scans in the cohort throughput run (0: skip)")->check(CLI::Range(0, 100000));
+  app.add_option("--readers", readers, "cohort: reader threads (0: predict_files' default)")->check(CLI::Range(0, 256));
+  app.add_option("--reader-threads", reader_threads, "cohort: kernel threads per reader (0: predict_files' default)")
+      ->check(CLI::Range(0, 256));
   app.add_option("--batch", batch, "batch size of the batched forward and the cohort")->check(CLI::Range(1, 256));
   app.add_option("--work", work, "folder for the scan files (default: a fresh temporary folder)");
   app.add_option("--out", out, "write the results as JSON here");
@@ -300,6 +303,8 @@ int main(int argc, char** argv) {
       cm.set_device(device, precision);
       model::CohortOptions co;
       co.batch_size = batch;
+      co.readers = readers;
+      co.reader_threads = reader_threads;
       cm.predict_files({paths[0]}, co);  // warm-up
       device_sync();
       const auto t0 = Clock::now();
