@@ -72,7 +72,9 @@ inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) 
       for (int q = 0; q <= 2 * radius; ++q) taps[std::size_t(q)] = line.data() + q;
       for (std::int64_t r = b; r < e; ++r) {
         float* row = data + std::size_t(r) * s[0];
-        for (std::int64_t t = -radius; t < n + radius; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
+        for (std::int64_t t = -radius; t < 0; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
+        std::copy(row, row + n, line.data() + radius);  // the inside straight, only the pads reflected
+        for (std::int64_t t = n; t < n + radius; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
         ichkit::detail::weighted_sum(row, taps.data(), k.data(), 2 * radius + 1, std::size_t(n));
       }
     }, 16);
