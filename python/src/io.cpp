@@ -95,7 +95,8 @@ max_bytes: refuse images larger than this (0: the 8 GiB default).)pbdoc");
         }, py::arg("volume"), py::arg("path"), py::arg("version") = 1, py::arg("compression_level") = 1,
         py::arg("qform_code") = 1, py::arg("sform_code") = 1, py::arg("scl_slope") = 0.0, py::arg("scl_inter") = 0.0,
         py::arg("descrip") = "",
-        "Write a Volume as .nii or .nii.gz (by extension), atomically (temporary file + rename).");
+        "Write a Volume as .nii or .nii.gz (by extension), atomically (temporary file + rename). "
+        "compression_level (.nii.gz, 0..12): 1-3 ISA-L igzip's fast levels, 0 (stored) and 4-12 libdeflate's.");
   m.def("read", [](const std::string& path, std::uint64_t max_bytes) {
           AnyVolume v;
           {

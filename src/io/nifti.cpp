@@ -5,6 +5,7 @@
 #include "ichkit/io/nifti.h"
 
 #include <fcntl.h>
+#include <isa-l/igzip_lib.h>
 #include <libdeflate.h>
 #include <nifti/nifti2_io.h>
 #include <sys/stat.h>
@@ -700,16 +701,51 @@ std::vector<unsigned char> make_header(const Shape3& shape, const Geometry& g, D
   return out;  // the 4 bytes after the header: no extensions
 }
 
+// One complete gzip member of `src` (n bytes, at most kMaxMember) with ISA-L's igzip at
+// `level` (1..3), appended to `out`. igzip's fast levels compress 1.7x (CT int16) to 6x (float
+// heatmaps) faster than libdeflate's level 1 for files 2-5 % larger. igzip streams: the output
+// starts at half the input and grows by half whenever igzip fills it (incompressible data:
+// twice), so every write of noise goes through the growth path that tests cover.
+void igzip_member(const unsigned char* src, std::size_t n, int level, std::vector<std::uint8_t>& level_buf,
+                  std::vector<unsigned char>& out) {
+  isal_zstream s;
+  isal_deflate_init(&s);
+  s.gzip_flag = IGZIP_GZIP;
+  s.level = static_cast<std::uint32_t>(level);
+  s.level_buf = level_buf.data();
+  s.level_buf_size = static_cast<std::uint32_t>(level_buf.size());
+  s.end_of_stream = 1;
+  s.flush = NO_FLUSH;
+  s.next_in = const_cast<std::uint8_t*>(src);  // igzip does not write its input
+  s.avail_in = static_cast<std::uint32_t>(n);
+  out.resize(n / 2 + 4096);
+  std::size_t done = 0;
+  for (;;) {
+    s.next_out = out.data() + done;
+    s.avail_out = static_cast<std::uint32_t>(out.size() - done);
+    const int rc = isal_deflate(&s);
+    if (rc != COMP_OK) throw Error("gzip compression failed (ISA-L igzip error " + std::to_string(rc) + ")");
+    done = out.size() - s.avail_out;
+    if (s.internal_state.state == ZSTATE_END) break;
+    if (s.avail_out == 0) out.resize(out.size() + out.size() / 2);  // ran out of room: more, and go on
+  }
+  out.resize(done);
+}
+
 // gzip the concatenation of `parts` as independent members compressed in parallel
 // (a multi-member gzip file is standard: zlib, Python's gzip and nibabel read it whole).
+// Levels 1-3 are igzip's (fast), 0 (stored) and 4-12 libdeflate's.
 void write_gzip(AtomicFile& f, const std::vector<std::pair<const unsigned char*, std::size_t>>& parts, int level) {
   if (level < 0 || level > 12) throw InvalidArgument("gzip compression level must be 0..12");
+  const bool igzip = level >= 1 && level <= 3;
   // Flatten into member-sized slices.
   std::size_t total = 0;
   for (auto& p : parts) total += p.second;
   const int threads = std::max(1, num_threads());
   const std::size_t min_member = std::size_t(1) << 20;
+  const std::size_t max_member = std::size_t(1) << 30;  // igzip counts its input and output in 32 bits
   std::size_t members = std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(threads) * 4, total / min_member));
+  members = std::max(members, (total + max_member - 1) / max_member);
   struct Slice {
     std::vector<std::pair<const unsigned char*, std::size_t>> pieces;
   };
@@ -732,9 +768,11 @@ void write_gzip(AtomicFile& f, const std::vector<std::pair<const unsigned char*,
   }
   std::vector<std::vector<unsigned char>> out(members);
   parallel_for(static_cast<std::int64_t>(members), [&](std::int64_t b, std::int64_t e) {
-    std::unique_ptr<libdeflate_compressor, void (*)(libdeflate_compressor*)> c(libdeflate_alloc_compressor(level),
-                                                                                libdeflate_free_compressor);
-    if (!c) throw ResourceError("cannot allocate a gzip compressor");
+    std::unique_ptr<libdeflate_compressor, void (*)(libdeflate_compressor*)> c(
+        igzip ? nullptr : libdeflate_alloc_compressor(level), [](libdeflate_compressor* p) { if (p) libdeflate_free_compressor(p); });
+    if (!igzip && !c) throw ResourceError("cannot allocate a gzip compressor");
+    static constexpr std::uint32_t level_buf_size[4] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
+    std::vector<std::uint8_t> level_buf(igzip ? level_buf_size[level] : 0);
     std::vector<unsigned char> flat;
     for (std::int64_t m = b; m < e; ++m) {
       const unsigned char* src;
@@ -747,6 +785,10 @@ void write_gzip(AtomicFile& f, const std::vector<std::pair<const unsigned char*,
         for (auto& p : slices[m].pieces) flat.insert(flat.end(), p.first, p.first + p.second);
         src = flat.data();
         n = flat.size();
+      }
+      if (igzip) {
+        igzip_member(src, n, level, level_buf, out[m]);
+        continue;
       }
       out[m].resize(libdeflate_gzip_compress_bound(c.get(), n));
       std::size_t z = libdeflate_gzip_compress(c.get(), src, n, out[m].data(), out[m].size());

@@ -50,7 +50,8 @@ struct ReadOptions {
 /// Options for writing.
 struct WriteOptions {
   int version = 1;            ///< 1 (NIfTI-1, 348-byte header) or 2 (540-byte header)
-  int compression_level = 1;  ///< gzip level for `.nii.gz` (1..12; nibabel's default is 1)
+  int compression_level = 1;  ///< gzip level for `.nii.gz`, 0..12: 1-3 ISA-L igzip's fast levels, 0 (stored)
+                              ///< and 4-12 libdeflate's (nibabel's default is 1)
   int qform_code = 1;         ///< NIFTI_XFORM_* code written for the qform (0 = none)
   int sform_code = 1;         ///< NIFTI_XFORM_* code written for the sform (0 = none)
   double scl_slope = 0;       ///< written scl_slope (0 = no scaling)
