@@ -16,10 +16,13 @@
 #include <gdcmTag.h>
 #include <gdcmTrace.h>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cmath>
 #include <cstring>
@@ -204,6 +207,48 @@ bool looks_like_dicom(const std::string& path, bool& preamble) {
   return false;
 }
 
+// Random-access reads of a file through a 64 KiB window refilled with pread: the length walk
+// below reads a few bytes per element and skips values, which through std::ifstream cost a
+// seek (lseek + discarded buffer + refill) per element - most of a series read on a VM where
+// system calls are dear. Here a header's elements come from one or two preads.
+class FileWindow {
+public:
+  explicit FileWindow(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+  ~FileWindow() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileWindow(const FileWindow&) = delete;
+  FileWindow& operator=(const FileWindow&) = delete;
+  bool ok() const { return fd_ >= 0; }
+  /// The n bytes at `pos` into `out`; false when the file holds fewer or cannot be read.
+  bool read_at(std::uint64_t pos, std::uint8_t* out, std::size_t n) {
+    if (pos < start_ || pos + n > start_ + len_) {
+      if (n > buf_.size()) return pread_all(pos, out, n) == n;
+      len_ = pread_all(pos, buf_.data(), buf_.size());
+      start_ = pos;
+      if (len_ < n) return false;
+    }
+    std::memcpy(out, buf_.data() + (pos - start_), n);
+    return true;
+  }
+
+private:
+  std::size_t pread_all(std::uint64_t pos, std::uint8_t* out, std::size_t n) {
+    std::size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::pread(fd_, out + got, n - got, static_cast<off_t>(pos + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += static_cast<std::size_t>(r);
+    }
+    return got;
+  }
+  int fd_;
+  std::vector<std::uint8_t> buf_ = std::vector<std::uint8_t>(std::size_t(64) << 10);
+  std::uint64_t start_ = 0;
+  std::size_t len_ = 0;
+};
+
 // GDCM allocates a data element's declared length before it reads the value, so a 200-byte
 // file that declares a 2 GB element costs 2 GB of memory (found by tests/fuzz/fuzz_dicom).
 // LengthCheck walks the element headers first, seeking over values, and finds lengths that
@@ -215,15 +260,14 @@ bool looks_like_dicom(const std::string& path, bool& preamble) {
 class LengthCheck {
 public:
   /// `header_only`: stop at the pixel data, as the header scan (gdcm::Reader::ReadUpToTag) does.
-  LengthCheck(const std::string& path, bool preamble, bool header_only) : f_(path, std::ios::binary), header_only_(header_only) {
+  LengthCheck(const std::string& path, bool preamble, bool header_only) : f_(path), header_only_(header_only) {
     std::error_code ec;
     size_ = std::filesystem::file_size(path, ec);
-    if (ec || !f_) {
+    if (ec || !f_.ok()) {
       stop_ = true;
       return;
     }
     pos_ = preamble ? 132 : 0;
-    f_.seekg(static_cast<std::streamoff>(pos_));
     std::uint8_t b[6];
     // a dataset without the preamble: explicit VR when bytes 4-5 look like a VR
     if (!preamble && peek(b, 6)) explicit_ = std::isupper(b[4]) && std::isupper(b[5]);
@@ -241,26 +285,23 @@ public:
 
 private:
   static constexpr std::uint32_t kUndefined = 0xFFFFFFFFu;
-  std::ifstream f_;
+  FileWindow f_;
   std::uint64_t size_ = 0, pos_ = 0;
   bool header_only_ = false, meta_ = true, first_ = true, explicit_ = true, big_ = false, stop_ = false;
   std::string problem_;
 
   bool peek(std::uint8_t* b, std::size_t n) {
-    if (size_ - pos_ < n || !f_.read(reinterpret_cast<char*>(b), static_cast<std::streamsize>(n))) return false;
-    f_.seekg(static_cast<std::streamoff>(pos_));
-    return true;
+    return size_ - pos_ >= n && f_.read_at(pos_, b, n);
   }
   bool take(std::uint8_t* b, std::size_t n) {
     // GDCM asserts (aborts the process) on a file that ends inside an element's header
     if (size_ - pos_ < n) return bad("the file ends inside a data element header (at byte " + std::to_string(pos_) + ")");
-    if (!f_.read(reinterpret_cast<char*>(b), static_cast<std::streamsize>(n))) return bad("cannot read the file");
+    if (!f_.read_at(pos_, b, n)) return bad("cannot read the file");
     pos_ += n;
     return true;
   }
   bool skip(std::uint64_t n) {
     pos_ += n;
-    f_.seekg(static_cast<std::streamoff>(pos_));
     return true;
   }
   bool stop() {  // nothing more to check here
