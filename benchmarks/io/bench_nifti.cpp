@@ -8,11 +8,19 @@
 #include <filesystem>
 #include <string>
 
+#include "ichkit/core/runtime.h"
 #include "ichkit/core/threading.h"
 #include "ichkit/io/nifti.h"
 #include "ichkit/phantom/phantom.h"
 
 namespace {
+
+// What the ichkit command and the Python module do on start (heap retention, threads), so
+// this program times the library as its users run it - and as the peer runs beside it:
+// benchmarks/run.py times nibabel and pydicom in a process that imported ichkit.
+struct Init {
+  Init() { ichkit::init_runtime(); }
+} init;
 
 std::string bench_dir() {
   static std::string dir = [] {

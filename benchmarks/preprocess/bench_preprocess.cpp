@@ -8,6 +8,7 @@
 #include "ichkit/phantom/phantom.h"
 #include "ichkit/preprocess/pipeline.h"
 #include "ichkit/preprocess/resample.h"
+#include "ichkit/core/runtime.h"
 #include "ichkit/preprocess/skull_strip.h"
 #include "ichkit/preprocess/window.h"
 
@@ -62,6 +63,7 @@ BENCHMARK(BM_Pipeline)->Unit(benchmark::kMillisecond)->UseRealTime();
 }  // namespace
 
 int main(int argc, char** argv) {
+  ichkit::init_runtime();  // as the ichkit command and the Python module start (the peers run in a process that imported ichkit)
   scan();  // build the input before timing
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
