@@ -250,6 +250,16 @@ def main():
         edit(f, pack12)
     add(c, "FormatError", "BitsAllocated 12 (packed 12-bit pixels) is not supported")
 
+    c = "iop_wrong_vr"
+
+    def iop_as_lo(ds):  # the same six numbers, but as LO: GDCM's image reader asserts on it
+        iop = "\\".join(str(float(x)) for x in ds.ImageOrientationPatient)
+        del ds[0x00200037]
+        ds.add_new(0x00200037, "LO", iop)
+    for f in series(folder(c), c):
+        edit(f, iop_as_lo)
+    add(c, "FormatError", "ImageOrientationPatient stored with VR LO instead of DS (found by fuzz_dicom)")
+
     c = "rescale_slope_zero"
     for f in series(folder(c), c):
         edit(f, lambda ds: setattr(ds, "RescaleSlope", "0"))

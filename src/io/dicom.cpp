@@ -30,7 +30,6 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <mutex>
 #include <numeric>
 #include <optional>
 #include <set>
@@ -400,6 +399,21 @@ private:
             return bad("image attribute (0028," + hex(e) + ") has VR " + v + " and " + std::to_string(len) +
                        " bytes; it must be " + want->second + (want->second == "US" ? " of 2 bytes" : ""));
         }
+        // The same assert guards the other attributes GDCM's image reading converts with
+        // gdcm::Attribute (every SetFromDataElement instance in libgdcmMSFF 3.0), at any depth:
+        // geometry (also inside the functional-group sequences), overlays, segments, surfaces.
+        // There GDCM's own rule (VR::Compatible) also lets UN through.
+        if (!meta_) {
+          static const std::map<std::uint32_t, std::string> attribute_vrs{
+              {0x00200020, "CS"}, {0x00200030, "DS"}, {0x00200032, "DS"}, {0x00200035, "DS"}, {0x00200037, "DS"},
+              {0x00181310, "US"}, {0x0062000D, "US"}, {0x00660017, "FL"}, {0x0066001A, "FL"}, {0x0066001B, "FL"},
+              {0x0066001C, "FL"}};
+          const bool overlay_origin = g >= 0x6000 && g <= 0x601E && g % 2 == 0 && e == 0x0050;  // repeating group
+          const auto want = overlay_origin ? attribute_vrs.end() : attribute_vrs.find(std::uint32_t(g) << 16 | e);
+          const std::string need = overlay_origin ? "SS" : want != attribute_vrs.end() ? want->second : "";
+          if (!need.empty() && v != need && v != "UN")
+            return bad("data element (" + hex(g) + "," + hex(e) + ") has VR " + v + "; GDCM's image reader needs " + need);
+        }
         may_nest = sq || v == "UN" || v == "OB" || v == "OW";
       } else {
         if (!take(b, 4)) return false;
@@ -615,30 +629,29 @@ struct Scan {
   std::vector<FileHeader> headers;  // DICOM image files
   std::size_t skipped = 0;          // not DICOM, or DICOM without pixels
   std::vector<std::string> warnings;
+  std::string first_corrupt;  // why the first corrupt file (in path order) was refused
 };
 
 Scan scan(const std::string& root, const ScanOptions& o) {
   std::vector<std::string> files = collect_files(root, o);
   std::vector<FileHeader> headers(files.size());
   std::vector<char> ok(files.size(), 0);
-  std::string first_error;
-  std::mutex first_error_mutex;
+  std::vector<std::string> errors(files.size());
   parallel_for(static_cast<std::int64_t>(files.size()), [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t n = b; n < e; ++n) {
       try {
         ok[n] = read_header(files[n], headers[n]) ? 1 : 0;
       } catch (const std::exception& e) {
         ok[n] = 2;  // DICOM, but corrupt (e.g. a length past the end of the file)
-        if (files.size() == 1) {
-          std::lock_guard<std::mutex> lock(first_error_mutex);
-          first_error = e.what();
-        }
+        errors[n] = e.what();
       }
     }
   }, 8);
   // one file asked for by name: its own error, not "no series"
-  if (files.size() == 1 && ok[0] == 2 && std::filesystem::is_regular_file(root)) throw FormatError(first_error);
+  if (files.size() == 1 && ok[0] == 2 && std::filesystem::is_regular_file(root)) throw FormatError(errors[0]);
   Scan s;
+  for (std::size_t n = 0; n < files.size() && s.first_corrupt.empty(); ++n)
+    if (ok[n] == 2) s.first_corrupt = errors[n];
   std::size_t not_dicom = 0, no_pixels = 0, corrupt = 0;
   for (std::size_t n = 0; n < files.size(); ++n) {
     if (ok[n] != 1) {
@@ -652,7 +665,7 @@ Scan scan(const std::string& root, const ScanOptions& o) {
     s.headers.push_back(std::move(headers[n]));
   }
   s.skipped = not_dicom + no_pixels + corrupt;
-  if (corrupt) s.warnings.push_back("skipped " + std::to_string(corrupt) + " corrupt DICOM file(s)");
+  if (corrupt) s.warnings.push_back("skipped " + std::to_string(corrupt) + " corrupt DICOM file(s), the first: " + s.first_corrupt);
   if (not_dicom) s.warnings.push_back("skipped " + std::to_string(not_dicom) + " file(s) that are not DICOM");
   if (no_pixels) s.warnings.push_back("skipped " + std::to_string(no_pixels) + " DICOM file(s) without an image");
   return s;
@@ -946,7 +959,9 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
   std::vector<std::string> warnings = s.warnings;
   if (s.headers.empty())
     throw FormatError("'" + path + "' holds no DICOM image" +
-                      (s.skipped ? " (" + std::to_string(s.skipped) + " file(s) are not DICOM images)" : std::string()));
+                      (s.skipped ? " (" + std::to_string(s.skipped) + " file(s) are not DICOM images" +
+                                       (s.first_corrupt.empty() ? std::string() : "; the first corrupt one: " + s.first_corrupt) + ")"
+                                 : std::string()));
   std::vector<DicomSeries> all = group(s, &warnings);
   const DicomSeries& chosen = choose_series(all, options.series);
   if (options.series.empty() && all.size() > 1)

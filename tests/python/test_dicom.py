@@ -654,6 +654,14 @@ def test_malformed_corpus_size():
     assert kinds <= set(EXC) | {"split", "skipped"}
 
 
+def test_a_folder_of_corrupt_files_says_why():
+    # GDCM's image reader asserts (aborts the process) on geometry stored with another VR; the
+    # walk over element headers refuses it first, and a folder's error names the first reason
+    with pytest.raises(ichkit.FormatError, match=r"4 file\(s\) are not DICOM images; the first corrupt one: .*"
+                       r"\(0020,0037\) has VR LO; GDCM's image reader needs DS"):
+        ichkit.io.read_dicom(str(MALFORMED / "iop_wrong_vr"))
+
+
 @pytest.mark.parametrize("case,exception,what", malformed_cases(), ids=[c[0] for c in malformed_cases()])
 def test_malformed(case, exception, what, tmp_path):
     path = str(malformed_path(case, tmp_path))
