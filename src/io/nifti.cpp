@@ -701,8 +701,8 @@ std::vector<unsigned char> make_header(const Shape3& shape, const Geometry& g, D
   return out;  // the 4 bytes after the header: no extensions
 }
 
-// One complete gzip member of `src` (n bytes, at most kMaxMember) with ISA-L's igzip at
-// `level` (1..3), appended to `out`. igzip's fast levels compress 1.7x (CT int16) to 6x (float
+// One complete gzip member of `src` (n bytes, at most 1 GiB: write_gzip's max_member) with
+// ISA-L's igzip at `level` (1..3), into `out`. igzip's fast levels compress 1.7x (CT int16) to 6x (float
 // heatmaps) faster than libdeflate's level 1 for files 2-5 % larger. igzip streams: the output
 // starts at half the input and grows by half whenever igzip fills it (incompressible data:
 // twice), so every write of noise goes through the growth path that tests cover.
@@ -720,13 +720,21 @@ void igzip_member(const unsigned char* src, std::size_t n, int level, std::vecto
   s.avail_in = static_cast<std::uint32_t>(n);
   out.resize(n / 2 + 4096);
   std::size_t done = 0;
-  for (;;) {
+  for (int idle = 0;;) {
     s.next_out = out.data() + done;
     s.avail_out = static_cast<std::uint32_t>(out.size() - done);
+    const std::uint32_t in_before = s.avail_in;
     const int rc = isal_deflate(&s);
     if (rc != COMP_OK) throw Error("gzip compression failed (ISA-L igzip error " + std::to_string(rc) + ")");
-    done = out.size() - s.avail_out;
-    if (s.internal_state.state == ZSTATE_END) break;
+    const std::size_t now = out.size() - s.avail_out;
+    if (s.internal_state.state == ZSTATE_END) {
+      done = now;
+      break;
+    }
+    // a call that neither consumes input nor writes output with room left would loop forever
+    idle = now == done && s.avail_in == in_before && s.avail_out > 0 ? idle + 1 : 0;
+    if (idle > 2) throw Error("gzip compression failed (ISA-L igzip makes no progress)");
+    done = now;
     if (s.avail_out == 0) out.resize(out.size() + out.size() / 2);  // ran out of room: more, and go on
   }
   out.resize(done);
@@ -768,8 +776,8 @@ void write_gzip(AtomicFile& f, const std::vector<std::pair<const unsigned char*,
   }
   std::vector<std::vector<unsigned char>> out(members);
   parallel_for(static_cast<std::int64_t>(members), [&](std::int64_t b, std::int64_t e) {
-    std::unique_ptr<libdeflate_compressor, void (*)(libdeflate_compressor*)> c(
-        igzip ? nullptr : libdeflate_alloc_compressor(level), [](libdeflate_compressor* p) { if (p) libdeflate_free_compressor(p); });
+    std::unique_ptr<libdeflate_compressor, void (*)(libdeflate_compressor*)> c(igzip ? nullptr : libdeflate_alloc_compressor(level),
+                                                                                libdeflate_free_compressor);
     if (!igzip && !c) throw ResourceError("cannot allocate a gzip compressor");
     static constexpr std::uint32_t level_buf_size[4] = {0, ISAL_DEF_LVL1_DEFAULT, ISAL_DEF_LVL2_DEFAULT, ISAL_DEF_LVL3_DEFAULT};
     std::vector<std::uint8_t> level_buf(igzip ? level_buf_size[level] : 0);

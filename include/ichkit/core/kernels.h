@@ -20,9 +20,8 @@ namespace ichkit::detail {
 /// a sequence of `out += w[q] * rows[q]` passes over a zeroed buffer gives - in blocks of 64
 /// voxels held in eight 8-float registers (GNU vector extension: one AVX register each in the
 /// AVX2 clone, two SSE registers in the baseline). Eight independent sums hide the latency of
-/// the additions: with two 8-float sums per block (16 voxels) the adds waited on each other
-/// and smoothing ran at a quarter of this speed. A 1D convolution is rows[q] = line + q.
-/// `out` must not overlap the rows.
+/// the additions, which with two 8-float sums per block (16 voxels) waited on each other.
+/// A 1D convolution is rows[q] = line + q. `out` must not overlap the rows.
 ICHKIT_AVX2_CLONE inline void weighted_sum(float* __restrict out, const float* const* rows, const float* w, int taps,
                                            std::size_t n) {
   typedef float v8 __attribute__((vector_size(32)));
