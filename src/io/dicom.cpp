@@ -387,32 +387,38 @@ private:
           len = u16(b, big);
         }
         sq = v == "SQ";
-        // GDCM's image reader asserts (aborts) when an image pixel attribute has another VR
-        // (gdcm::Attribute::SetFromDataElement) or a US value is not 2 bytes
-        if (!meta_ && depth == 0 && g == 0x0028) {
-          static const std::map<unsigned, std::string> pixel_vrs{
-              {0x0002, "US"}, {0x0004, "CS"}, {0x0006, "US"}, {0x0008, "IS"}, {0x0010, "US"}, {0x0011, "US"},
-              {0x0030, "DS"}, {0x0100, "US"}, {0x0101, "US"}, {0x0102, "US"}, {0x0103, "US"}, {0x1052, "DS"},
-              {0x1053, "DS"}, {0x1054, "LO"}};
-          const auto want = pixel_vrs.find(e);
-          if (want != pixel_vrs.end() && (v != want->second || (v == "US" && len != 2)))
-            return bad("image attribute (0028," + hex(e) + ") has VR " + v + " and " + std::to_string(len) +
-                       " bytes; it must be " + want->second + (want->second == "US" ? " of 2 bytes" : ""));
-        }
-        // The same assert guards the other attributes GDCM's image reading converts with
-        // gdcm::Attribute (every SetFromDataElement instance in libgdcmMSFF 3.0), at any depth:
-        // geometry (also inside the functional-group sequences), overlays, segments, surfaces.
-        // There GDCM's own rule (VR::Compatible) also lets UN through.
+        // GDCM's image reader converts some attributes with gdcm::Attribute, whose
+        // SetFromDataElement asserts (aborts) on another VR: every instance in libgdcmMSFF 3.0
+        // (geometry, also inside the functional-group sequences, overlays, segments, surfaces),
+        // at any depth, where GDCM's own rule (VR::Compatible) also lets UN through; and the
+        // image pixel attributes of group 0028 in the dataset itself, which must have exactly
+        // their VR (a US value 2 bytes).
         if (!meta_) {
-          static const std::map<std::uint32_t, std::string> attribute_vrs{
-              {0x00200020, "CS"}, {0x00200030, "DS"}, {0x00200032, "DS"}, {0x00200035, "DS"}, {0x00200037, "DS"},
-              {0x00181310, "US"}, {0x0062000D, "US"}, {0x00660017, "FL"}, {0x0066001A, "FL"}, {0x0066001B, "FL"},
-              {0x0066001C, "FL"}};
-          const bool overlay_origin = g >= 0x6000 && g <= 0x601E && g % 2 == 0 && e == 0x0050;  // repeating group
-          const auto want = overlay_origin ? attribute_vrs.end() : attribute_vrs.find(std::uint32_t(g) << 16 | e);
-          const std::string need = overlay_origin ? "SS" : want != attribute_vrs.end() ? want->second : "";
-          if (!need.empty() && v != need && v != "UN")
-            return bad("data element (" + hex(g) + "," + hex(e) + ") has VR " + v + "; GDCM's image reader needs " + need);
+          struct Want {
+            const char* vr;
+            bool pixel;  // group 0028, top level only, exactly this VR
+          };
+          static const std::map<std::uint32_t, Want> attribute_vrs{
+              {0x00280002, {"US", true}},  {0x00280004, {"CS", true}},  {0x00280006, {"US", true}},
+              {0x00280008, {"IS", true}},  {0x00280010, {"US", true}},  {0x00280011, {"US", true}},
+              {0x00280030, {"DS", true}},  {0x00280100, {"US", true}},  {0x00280101, {"US", true}},
+              {0x00280102, {"US", true}},  {0x00280103, {"US", true}},  {0x00281052, {"DS", true}},
+              {0x00281053, {"DS", true}},  {0x00281054, {"LO", true}},  {0x00200020, {"CS", false}},
+              {0x00200030, {"DS", false}}, {0x00200032, {"DS", false}}, {0x00200035, {"DS", false}},
+              {0x00200037, {"DS", false}}, {0x00181310, {"US", false}}, {0x0062000D, {"US", false}},
+              {0x00660017, {"FL", false}}, {0x0066001A, {"FL", false}}, {0x0066001B, {"FL", false}},
+              {0x0066001C, {"FL", false}}, {0x60000050, {"SS", false}}};  // overlay origin, groups 6000-601E
+          const bool overlay = g >= 0x6000 && g <= 0x601E && g % 2 == 0;  // a repeating group
+          const auto want = attribute_vrs.find(std::uint32_t(overlay ? 0x6000 : g) << 16 | e);
+          if (want != attribute_vrs.end() && want->second.pixel && depth == 0) {
+            const std::string need = want->second.vr;
+            if (v != need || (v == "US" && len != 2))
+              return bad("image attribute (0028," + hex(e) + ") has VR " + v + " and " + std::to_string(len) +
+                         " bytes; it must be " + need + (need == "US" ? " of 2 bytes" : ""));
+          } else if (want != attribute_vrs.end() && !want->second.pixel && v != want->second.vr && v != "UN") {
+            return bad("data element (" + hex(g) + "," + hex(e) + ") has VR " + v + "; GDCM's image reader needs " +
+                       want->second.vr);
+          }
         }
         may_nest = sq || v == "UN" || v == "OB" || v == "OW";
       } else {
