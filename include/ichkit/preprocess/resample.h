@@ -39,9 +39,6 @@ inline const char* to_string(Interp i) {
 
 namespace detail {
 
-// Separable Gaussian filter along one axis of an i-fastest float buffer (sigma in voxels),
-// mirror ("reflect") boundary. Axes 1 and 2 accumulate whole contiguous rows (vectorised);
-// axis 0 convolves each row.
 /// The normalised taps of a Gaussian of `sigma` voxels, radius max(1, ceil(3 sigma)).
 inline std::vector<float> gaussian_taps(double sigma) {
   const int radius = std::max(1, static_cast<int>(std::ceil(3.0 * sigma)));
@@ -59,57 +56,14 @@ inline std::int64_t reflect_index(std::int64_t idx, std::int64_t n) {
   return idx;
 }
 
-inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) {
-  if (!(sigma > 0.05) || s[axis] < 2) return;
-  const std::vector<float> k = gaussian_taps(sigma);
-  const int radius = static_cast<int>(k.size() / 2);
-  const std::int64_t n = static_cast<std::int64_t>(s[axis]);
-  auto mirror = [n](std::int64_t idx) { return reflect_index(idx, n); };
-  if (axis == 0) {
-    parallel_for(static_cast<std::int64_t>(s[1] * s[2]), [&](std::int64_t b, std::int64_t e) {
-      std::vector<float> line(std::size_t(n + 2 * radius));
-      std::vector<const float*> taps(std::size_t(2 * radius + 1));
-      for (int q = 0; q <= 2 * radius; ++q) taps[std::size_t(q)] = line.data() + q;
-      for (std::int64_t r = b; r < e; ++r) {
-        float* row = data + std::size_t(r) * s[0];
-        for (std::int64_t t = -radius; t < 0; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
-        std::copy(row, row + n, line.data() + radius);  // the inside straight, only the pads reflected
-        for (std::int64_t t = n; t < n + radius; ++t) line[std::size_t(t + radius)] = row[mirror(t)];
-        ichkit::detail::weighted_sum(row, taps.data(), k.data(), 2 * radius + 1, std::size_t(n));
-      }
-    }, 16);
-    return;
-  }
-  // axis 1: rows of length s[0] within each k-plane; axis 2: planes of s[0] * s[1].
-  const std::size_t len = axis == 1 ? s[0] : s[0] * s[1];
-  const std::size_t outer = axis == 1 ? s[2] : 1;
-  const std::size_t plane = s[0] * s[1];
-  const std::size_t chunk = axis == 1 ? s[0] : std::min<std::size_t>(len, 4096);  // split planes into chunks
-  const std::size_t chunks_per = (len + chunk - 1) / chunk;
-  parallel_for(static_cast<std::int64_t>(outer * chunks_per), [&](std::int64_t b, std::int64_t e) {
-    std::vector<float> buf(std::size_t(n) * chunk);
-    std::vector<const float*> taps(std::size_t(2 * radius + 1));
-    for (std::int64_t w = b; w < e; ++w) {
-      const std::size_t o = std::size_t(w) / chunks_per, c0 = (std::size_t(w) % chunks_per) * chunk;
-      const std::size_t cl = std::min(chunk, len - c0);
-      float* base = data + o * plane + c0;
-      const std::size_t stride = axis == 1 ? s[0] : plane;
-      for (std::int64_t t = 0; t < n; ++t) {
-        for (int q = -radius; q <= radius; ++q) taps[std::size_t(q + radius)] = base + std::size_t(mirror(t + q)) * stride;
-        ichkit::detail::weighted_sum(buf.data() + std::size_t(t) * chunk, taps.data(), k.data(), 2 * radius + 1, cl);
-      }
-      for (std::int64_t t = 0; t < n; ++t) std::copy(buf.data() + std::size_t(t) * chunk, buf.data() + std::size_t(t) * chunk + cl, base + std::size_t(t) * stride);
-    }
-  });
-}
-
 /// How a filter reads past the ends of a line: the nearest sample, or the mirror image with the
 /// edge sample repeated (reflect_index).
 enum class Edge { Nearest, Reflect };
 
 /// dst = src as float, filtered along i by the taps k0 and then along j by k1 (odd lengths; a
 /// single tap copies), slice by slice: the same sums in the same order as filtering whole
-/// axes one after the other, without the intermediate full-volume passes.
+/// axes one after the other, without the intermediate full-volume passes. With k1 a single
+/// tap, dst may be src (each row is copied before it is written).
 template <class T>
 void filter_ij(const T* src, float* dst, const Shape3& s, const std::vector<float>& k0, const std::vector<float>& k1,
                Edge edge) {
@@ -144,6 +98,42 @@ void filter_ij(const T* src, float* dst, const Shape3& s, const std::vector<floa
         for (int q = -r1; q <= r1; ++q) taps1[std::size_t(q + r1)] = plane.data() + std::size_t(at(std::int64_t(j) + q, nj)) * ni;
         ichkit::detail::weighted_sum(out + j * ni, taps1.data(), k1.data(), 2 * r1 + 1, ni);
       }
+    }
+  });
+}
+
+// Separable Gaussian filter along one axis of an i-fastest float buffer (sigma in voxels),
+// mirror ("reflect") boundary. Axes 1 and 2 accumulate whole contiguous rows (vectorised);
+// axis 0 convolves each row (filter_ij's i pass, in place).
+inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) {
+  if (!(sigma > 0.05) || s[axis] < 2) return;
+  const std::vector<float> k = gaussian_taps(sigma);
+  const int radius = static_cast<int>(k.size() / 2);
+  const std::int64_t n = static_cast<std::int64_t>(s[axis]);
+  auto mirror = [n](std::int64_t idx) { return reflect_index(idx, n); };
+  if (axis == 0) {  // each row, in place: filter_ij's i pass
+    filter_ij(data, data, s, k, std::vector<float>{1.0f}, Edge::Reflect);
+    return;
+  }
+  // axis 1: rows of length s[0] within each k-plane; axis 2: planes of s[0] * s[1].
+  const std::size_t len = axis == 1 ? s[0] : s[0] * s[1];
+  const std::size_t outer = axis == 1 ? s[2] : 1;
+  const std::size_t plane = s[0] * s[1];
+  const std::size_t chunk = axis == 1 ? s[0] : std::min<std::size_t>(len, 4096);  // split planes into chunks
+  const std::size_t chunks_per = (len + chunk - 1) / chunk;
+  parallel_for(static_cast<std::int64_t>(outer * chunks_per), [&](std::int64_t b, std::int64_t e) {
+    std::vector<float> buf(std::size_t(n) * chunk);
+    std::vector<const float*> taps(std::size_t(2 * radius + 1));
+    for (std::int64_t w = b; w < e; ++w) {
+      const std::size_t o = std::size_t(w) / chunks_per, c0 = (std::size_t(w) % chunks_per) * chunk;
+      const std::size_t cl = std::min(chunk, len - c0);
+      float* base = data + o * plane + c0;
+      const std::size_t stride = axis == 1 ? s[0] : plane;
+      for (std::int64_t t = 0; t < n; ++t) {
+        for (int q = -radius; q <= radius; ++q) taps[std::size_t(q + radius)] = base + std::size_t(mirror(t + q)) * stride;
+        ichkit::detail::weighted_sum(buf.data() + std::size_t(t) * chunk, taps.data(), k.data(), 2 * radius + 1, cl);
+      }
+      for (std::int64_t t = 0; t < n; ++t) std::copy(buf.data() + std::size_t(t) * chunk, buf.data() + std::size_t(t) * chunk + cl, base + std::size_t(t) * stride);
     }
   });
 }
