@@ -300,6 +300,21 @@ def main():
         edit(f, encapsulate("1.2.3.4.5.6.7.8.9"))
     add(c, "FormatError", "made-up transfer syntax UID 1.2.3.4.5.6.7.8.9, encapsulated pixel data")
 
+    # the pixel data's sequence delimiter (FFFE,E0DD) declares 2 GiB: GDCM allocates it (found
+    # by fuzz_dicom); a delimiter's length must be 0
+    c = "fragment_delimiter_length_bomb.dcm"
+    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
+    edit(tmp, encapsulate("1.2.840.10008.1.2.4.100"))
+    with open(tmp, "rb") as fh:
+        b = bytearray(fh.read())
+    at = b.rfind(b"\xfe\xff\xdd\xe0")
+    assert at > 0 and b[at + 4:at + 8] == bytes(4)
+    b[at + 4:at + 8] = (0x7FFFFFF0).to_bytes(4, "little")
+    with open(os.path.join(OUT, c), "wb") as fh:
+        fh.write(b)
+    shutil.rmtree(os.path.join(OUT, "_tmp"))
+    add(c, "FormatError", "the encapsulated pixel data's sequence delimiter declares 2 GiB (found by fuzz_dicom)")
+
     # --- folders without a usable image series --------------------------------------------
     c = "empty_folder"
     folder(c)

@@ -662,6 +662,14 @@ def test_a_folder_of_corrupt_files_says_why():
         ichkit.io.read_dicom(str(MALFORMED / "iop_wrong_vr"))
 
 
+@pytest.mark.parametrize("case", [c[0] for c in malformed_cases() if "length_bomb" in c[0]])
+def test_length_bombs_are_refused_before_gdcm_allocates(case):
+    # GDCM allocates a declared length before reading it; the walk over element headers refuses
+    # the file first and says which length (GDCM's own failure, after allocating, would not)
+    with pytest.raises(ichkit.FormatError, match=r"declares \d+ bytes"):
+        ichkit.io.read_dicom(str(MALFORMED / case))
+
+
 @pytest.mark.parametrize("case,exception,what", malformed_cases(), ids=[c[0] for c in malformed_cases()])
 def test_malformed(case, exception, what, tmp_path):
     path = str(malformed_path(case, tmp_path))
