@@ -260,6 +260,14 @@ def main():
         edit(f, iop_as_lo)
     add(c, "FormatError", "ImageOrientationPatient stored with VR LO instead of DS (found by fuzz_dicom)")
 
+    c = "recognition_code_not_acr_nema"
+
+    def recognition_code(ds):  # retired ACR-NEMA mark; GDCM's image reader asserts on any other value
+        ds.add_new(0x00080010, "SH", "CT01_OC0")
+    for f in series(folder(c), c):
+        edit(f, recognition_code)
+    add(c, "FormatError", "Recognition Code (0008,0010) 'CT01_OC0', not ACR-NEMA (found by fuzz_dicom_folder)")
+
     c = "rescale_slope_zero"
     for f in series(folder(c), c):
         edit(f, lambda ds: setattr(ds, "RescaleSlope", "0"))

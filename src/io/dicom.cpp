@@ -317,6 +317,26 @@ private:
     stop_ = true;
     return false;
   }
+  // GDCM's image reader takes a non-empty Recognition Code (0008,0010), retired since ACR-NEMA,
+  // as the mark of an ACR-NEMA file and asserts (aborts) unless its value starts "ACR-NEMA",
+  // "ACRNEMA" or "MIPS 2.0"; stored as a sequence it dereferences a null value (found by
+  // tests/fuzz/fuzz_dicom_folder).
+  bool recognition_code(bool sq, std::uint32_t len) {
+    if (sq || len == kUndefined) return bad("the Recognition Code (0008,0010) is stored as a sequence");
+    if (len == 0 || len > size_ - pos_) return true;  // empty (GDCM skips it), or too long (refused below)
+    char v[8] = {};
+    const std::size_t n = std::min<std::size_t>(len, sizeof v);
+    if (!f_.read_at(pos_, reinterpret_cast<std::uint8_t*>(v), n)) return bad("cannot read the file");
+    const std::string got(v, n);
+    if (got.rfind("ACR-NEMA", 0) == 0 || got.rfind("ACRNEMA", 0) == 0 || got.rfind("MIPS 2.0", 0) == 0) return true;
+    return bad("the Recognition Code (0008,0010) is '" + printable(got) +
+               "'; GDCM's image reader accepts only one that starts ACR-NEMA, ACRNEMA or MIPS 2.0");
+  }
+  static std::string printable(const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) out += c >= 0x20 && c < 0x7F ? static_cast<char>(c) : '?';
+    return out;
+  }
   // A delimiter's length is 0 (PS3.5 7.5). GDCM allocates and reads whatever a pixel data
   // sequence delimiter declares (found by tests/fuzz/fuzz_dicom: 3.4 GB in a 2 kB file).
   bool delimiter_length(std::uint32_t len, const std::string& of) {
@@ -435,6 +455,7 @@ private:
         return bad("file meta element (" + hex(g) + "," + hex(e) + ") is a sequence or has an undefined length");
       if (header_only_ && depth == 0 && g == 0x7FE0 && e == 0x0010) return stop();
       const std::string name = "(" + hex(g) + "," + hex(e) + ")";
+      if (!meta_ && depth == 0 && g == 0x0008 && e == 0x0010 && !recognition_code(sq, len)) return false;
       if (pos_ > end) return bad("data element " + name + " crosses the end of the item that holds it");
       if (len == kUndefined) {
         if (!may_nest) return malformed("an undefined length on an element that cannot hold items");
