@@ -268,6 +268,21 @@ def main():
         edit(f, recognition_code)
     add(c, "FormatError", "Recognition Code (0008,0010) 'CT01_OC0', not ACR-NEMA (found by fuzz_dicom_folder)")
 
+    c = "item_without_delimiter.dcm"
+    # the last element is a sequence of undefined length whose undefined-length item ends with
+    # the file, without its item delimiter: GDCM asserts (found by fuzz_dicom_folder)
+    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
+    edit(tmp, lambda ds: delattr(ds, "PixelData"))
+    with open(tmp, "rb") as fh:
+        b = fh.read()
+    b += (b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"  # (0040,A730) SQ, undefined length
+          b"\xfe\xff\x00\xe0\xff\xff\xff\xff"              # item, undefined length
+          b"\x40\x00\x60\xa1UT\x00\x00\x04\x00\x00\x00abcd")  # (0040,A160) UT, then the file ends
+    with open(os.path.join(OUT, c), "wb") as fh:
+        fh.write(b)
+    shutil.rmtree(os.path.join(OUT, "_tmp"))
+    add(c, "FormatError", "an undefined-length item that ends with the file, without its delimiter (found by fuzz_dicom_folder)")
+
     c = "rescale_slope_zero"
     for f in series(folder(c), c):
         edit(f, lambda ds: setattr(ds, "RescaleSlope", "0"))

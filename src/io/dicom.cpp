@@ -459,7 +459,7 @@ private:
       if (pos_ > end) return bad("data element " + name + " crosses the end of the item that holds it");
       if (len == kUndefined) {
         if (!may_nest) return malformed("an undefined length on an element that cannot hold items");
-        if (!sequence(end, depth + 1, name)) return false;
+        if (!sequence(end, depth + 1, name, true)) return false;
         continue;
       }
       if (pos_ > end) return bad("data element " + name + " crosses the end of the item that holds it");
@@ -477,16 +477,19 @@ private:
       std::uint8_t it[4];
       if (!sq && may_nest && len >= 8 && peek(it, 4) && u16(it, big) == 0xFFFE && u16(it + 2, big) == 0xE000) sq = true;
       if (sq) {
-        if (!sequence(pos_ + len, depth + 1, name)) return false;
+        if (!sequence(pos_ + len, depth + 1, name, false)) return false;
         continue;
       }
       skip(len);
     }
+    // GDCM reads an undefined-length item until its delimiter and asserts (aborts) when the
+    // data ends first (found by tests/fuzz/fuzz_dicom_folder)
+    if (in_item) return malformed("an item of undefined length that ends without its item delimiter");
     return true;
   }
 
   // Items until a sequence delimiter (undefined length) or `end`.
-  bool sequence(std::uint64_t end, int depth, const std::string& name) {
+  bool sequence(std::uint64_t end, int depth, const std::string& name, bool undefined) {
     if (depth > 32) return bad("data elements nested more than 32 sequences deep");
     while (pos_ < end) {
       unsigned g, e;
@@ -513,6 +516,8 @@ private:
         return false;
       }
     }
+    // likewise a sequence of undefined length (GDCM asserts on fragments without their delimiter)
+    if (undefined) return malformed("the sequence " + name + " of undefined length ends without its delimiter");
     return true;
   }
 };
