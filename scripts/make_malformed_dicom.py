@@ -283,6 +283,20 @@ def main():
     shutil.rmtree(os.path.join(OUT, "_tmp"))
     add(c, "FormatError", "an undefined-length item that ends with the file, without its delimiter (found by fuzz_dicom_folder)")
 
+    c = "pixel_data_as_sequence.dcm"
+    # (7FE0,0010) with VR SQ, undefined length, one empty item: GDCM asserts (found by fuzz_dicom)
+    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
+    edit(tmp, lambda ds: delattr(ds, "PixelData"))
+    with open(tmp, "rb") as fh:
+        b = fh.read()
+    b += (b"\xe0\x7f\x10\x00SQ\x00\x00\xff\xff\xff\xff"  # (7FE0,0010) SQ, undefined length
+          b"\xfe\xff\x00\xe0\x00\x00\x00\x00"              # an empty item
+          b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")             # sequence delimiter
+    with open(os.path.join(OUT, c), "wb") as fh:
+        fh.write(b)
+    shutil.rmtree(os.path.join(OUT, "_tmp"))
+    add(c, "FormatError", "Pixel Data stored as a sequence (VR SQ) (found by fuzz_dicom)")
+
     c = "rescale_slope_zero"
     for f in series(folder(c), c):
         edit(f, lambda ds: setattr(ds, "RescaleSlope", "0"))

@@ -413,6 +413,8 @@ private:
           len = u16(b, big);
         }
         sq = v == "SQ";
+        // GDCM asserts (aborts) on pixel data stored as a sequence (found by tests/fuzz/fuzz_dicom)
+        if (sq && g == 0x7FE0 && e == 0x0010) return bad("Pixel Data (7FE0,0010) is stored as a sequence (VR SQ)");
         // GDCM's image reader converts some attributes with gdcm::Attribute, whose
         // SetFromDataElement asserts (aborts) on another VR: every instance in libgdcmMSFF 3.0
         // (geometry, also inside the functional-group sequences, overlays, segments, surfaces),
