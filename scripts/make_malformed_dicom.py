@@ -199,22 +199,26 @@ def main():
     add(c, "FormatError", "single file, last 100 bytes of PixelData missing")
 
     # --- hostile lengths: GDCM would allocate what a data element declares before reading it
-    def length_bomb(c, marker, what, prepare=None):
-        """One slice whose 4-byte length after `marker` (tag, VR, 2 reserved bytes) says 2 GiB."""
+    def one_file(c, what, prepare, patch):
+        """One slice, changed with prepare(ds) (pydicom), then patch(bytearray) -> its bytes."""
         tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
         if prepare:
-            ds = pydicom.dcmread(tmp)
-            prepare(ds)
-            ds.save_as(tmp, write_like_original=False)
+            edit(tmp, prepare)
         with open(tmp, "rb") as fh:
-            b = bytearray(fh.read())
-        at = b.rfind(marker)
-        assert at > 0
-        b[at + 8:at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+            b = patch(bytearray(fh.read()))
         with open(os.path.join(OUT, c), "wb") as fh:
             fh.write(b)
         shutil.rmtree(os.path.join(OUT, "_tmp"))
         add(c, "FormatError", what)
+
+    def length_bomb(c, marker, what, prepare=None):
+        """One slice whose 4-byte length after `marker` (tag, VR, 2 reserved bytes) says 2 GiB."""
+        def patch(b):
+            at = b.rfind(marker)
+            assert at > 0
+            b[at + 8:at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+            return b
+        one_file(c, what, prepare, patch)
 
     def with_content_sequence(ds):
         item = Dataset()
@@ -268,34 +272,21 @@ def main():
         edit(f, recognition_code)
     add(c, "FormatError", "Recognition Code (0008,0010) 'CT01_OC0', not ACR-NEMA (found by fuzz_dicom_folder)")
 
-    c = "item_without_delimiter.dcm"
     # the last element is a sequence of undefined length whose undefined-length item ends with
     # the file, without its item delimiter: GDCM asserts (found by fuzz_dicom_folder)
-    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
-    edit(tmp, lambda ds: delattr(ds, "PixelData"))
-    with open(tmp, "rb") as fh:
-        b = fh.read()
-    b += (b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"  # (0040,A730) SQ, undefined length
-          b"\xfe\xff\x00\xe0\xff\xff\xff\xff"              # item, undefined length
-          b"\x40\x00\x60\xa1UT\x00\x00\x04\x00\x00\x00abcd")  # (0040,A160) UT, then the file ends
-    with open(os.path.join(OUT, c), "wb") as fh:
-        fh.write(b)
-    shutil.rmtree(os.path.join(OUT, "_tmp"))
-    add(c, "FormatError", "an undefined-length item that ends with the file, without its delimiter (found by fuzz_dicom_folder)")
+    one_file("item_without_delimiter.dcm",
+             "an undefined-length item that ends with the file, without its delimiter (found by fuzz_dicom_folder)",
+             lambda ds: delattr(ds, "PixelData"),
+             lambda b: b + (b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"  # (0040,A730) SQ, undefined length
+                            b"\xfe\xff\x00\xe0\xff\xff\xff\xff"              # item, undefined length
+                            b"\x40\x00\x60\xa1UT\x00\x00\x04\x00\x00\x00abcd"))  # (0040,A160) UT, then the file ends
 
-    c = "pixel_data_as_sequence.dcm"
     # (7FE0,0010) with VR SQ, undefined length, one empty item: GDCM asserts (found by fuzz_dicom)
-    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
-    edit(tmp, lambda ds: delattr(ds, "PixelData"))
-    with open(tmp, "rb") as fh:
-        b = fh.read()
-    b += (b"\xe0\x7f\x10\x00SQ\x00\x00\xff\xff\xff\xff"  # (7FE0,0010) SQ, undefined length
-          b"\xfe\xff\x00\xe0\x00\x00\x00\x00"              # an empty item
-          b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")             # sequence delimiter
-    with open(os.path.join(OUT, c), "wb") as fh:
-        fh.write(b)
-    shutil.rmtree(os.path.join(OUT, "_tmp"))
-    add(c, "FormatError", "Pixel Data stored as a sequence (VR SQ) (found by fuzz_dicom)")
+    one_file("pixel_data_as_sequence.dcm", "Pixel Data stored as a sequence (VR SQ) (found by fuzz_dicom)",
+             lambda ds: delattr(ds, "PixelData"),
+             lambda b: b + (b"\xe0\x7f\x10\x00SQ\x00\x00\xff\xff\xff\xff"  # (7FE0,0010) SQ, undefined length
+                            b"\xfe\xff\x00\xe0\x00\x00\x00\x00"              # an empty item
+                            b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"))            # sequence delimiter
 
     c = "rescale_slope_zero"
     for f in series(folder(c), c):
@@ -339,18 +330,14 @@ def main():
 
     # the pixel data's sequence delimiter (FFFE,E0DD) declares 2 GiB: GDCM allocates it (found
     # by fuzz_dicom); a delimiter's length must be 0
-    c = "fragment_delimiter_length_bomb.dcm"
-    tmp = series(os.path.join(OUT, "_tmp"), c, nk=1)[0]
-    edit(tmp, encapsulate("1.2.840.10008.1.2.4.100"))
-    with open(tmp, "rb") as fh:
-        b = bytearray(fh.read())
-    at = b.rfind(b"\xfe\xff\xdd\xe0")
-    assert at > 0 and b[at + 4:at + 8] == bytes(4)
-    b[at + 4:at + 8] = (0x7FFFFFF0).to_bytes(4, "little")
-    with open(os.path.join(OUT, c), "wb") as fh:
-        fh.write(b)
-    shutil.rmtree(os.path.join(OUT, "_tmp"))
-    add(c, "FormatError", "the encapsulated pixel data's sequence delimiter declares 2 GiB (found by fuzz_dicom)")
+    def delimiter_bomb(b):
+        at = b.rfind(b"\xfe\xff\xdd\xe0")
+        assert at > 0 and b[at + 4:at + 8] == bytes(4)
+        b[at + 4:at + 8] = (0x7FFFFFF0).to_bytes(4, "little")
+        return b
+    one_file("fragment_delimiter_length_bomb.dcm",
+             "the encapsulated pixel data's sequence delimiter declares 2 GiB (found by fuzz_dicom)",
+             encapsulate("1.2.840.10008.1.2.4.100"), delimiter_bomb)
 
     # --- folders without a usable image series --------------------------------------------
     c = "empty_folder"
