@@ -37,6 +37,7 @@
 
 #include "ichkit/core/error.h"
 #include "ichkit/core/threading.h"
+#include "text.h"
 
 namespace fs = std::filesystem;
 
@@ -329,13 +330,8 @@ private:
     if (!f_.read_at(pos_, reinterpret_cast<std::uint8_t*>(v), n)) return bad("cannot read the file");
     const std::string got(v, n);
     if (got.rfind("ACR-NEMA", 0) == 0 || got.rfind("ACRNEMA", 0) == 0 || got.rfind("MIPS 2.0", 0) == 0) return true;
-    return bad("the Recognition Code (0008,0010) is '" + printable(got) +
+    return bad("the Recognition Code (0008,0010) is '" + detail::fixed_string(v, n) +
                "'; GDCM's image reader accepts only one that starts ACR-NEMA, ACRNEMA or MIPS 2.0");
-  }
-  static std::string printable(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s) out += c >= 0x20 && c < 0x7F ? static_cast<char>(c) : '?';
-    return out;
   }
   // A delimiter's length is 0 (PS3.5 7.5). GDCM allocates and reads whatever a pixel data
   // sequence delimiter declares (found by tests/fuzz/fuzz_dicom: 3.4 GB in a 2 kB file).

@@ -23,6 +23,7 @@
 
 #include "ichkit/core/threading.h"
 #include "ichkit/io/atomic_file.h"
+#include "text.h"
 
 namespace ichkit::io {
 
@@ -275,14 +276,7 @@ std::string units_name(int code) {
   }
 }
 
-std::string fixed_string(const char* s, std::size_t n) {
-  std::size_t len = 0;
-  while (len < n && s[len]) ++len;
-  std::string out(s, len);
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 32 || static_cast<unsigned char>(c) > 126) c = '?';
-  return out;
-}
+using ichkit::detail::fixed_string;
 
 // ---------------------------------------------------------------- header parsing
 

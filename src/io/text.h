@@ -1,0 +1,19 @@
+#pragma once
+/// \file text.h
+/// Text from fixed-size fields of image files, fit to quote in a message (internal to io).
+#include <cstddef>
+#include <string>
+
+namespace ichkit::detail {
+
+/// The bytes of `s` up to the first NUL or `n`, with every byte outside printable ASCII as '?'.
+inline std::string fixed_string(const char* s, std::size_t n) {
+  std::size_t len = 0;
+  while (len < n && s[len]) ++len;
+  std::string out(s, len);
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 32 || static_cast<unsigned char>(c) > 126) c = '?';
+  return out;
+}
+
+}  // namespace ichkit::detail
