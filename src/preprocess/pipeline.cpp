@@ -203,7 +203,28 @@ PipelineResult Pipeline::run(const Volume<float>& scan) const {
   r.scan_shape = scan.shape();
   Volume<float> v = scan;
   const Step* win = nullptr;
-  for (const Step& s : steps_) {
+  for (std::size_t n = 0; n < steps_.size(); ++n) {
+    const Step& s = steps_[n];
+    const Step* next = n + 1 < steps_.size() ? &steps_[n + 1] : nullptr;
+    if (s.op == "reorient" && next && (next->op == "resample_to_spacing" || next->op == "resample_to_shape")) {
+      // a reorientation that only flips axes, then a resampling: one resampling of the scan as
+      // it is onto the grid the two steps give (flips are exact in world space), without the
+      // reoriented copy
+      const Reorientation ro = reorientation(v.geometry(), v.shape(), s.text);
+      if (ro.keeps_axes()) {
+        const Interp interp = interp_from_string(next->text);
+        const auto& x = next->values;
+        if (next->op == "resample_to_spacing") {
+          const auto [g, shape] = grid_with_spacing(ro.geometry, ro.shape, {x[0], x[1], x[2]});
+          v = preprocess::resample(v, g, shape, interp, -1024.0);
+        } else {
+          const Shape3 shape{std::size_t(x[0]), std::size_t(x[1]), std::size_t(x[2])};
+          v = preprocess::resample(v, grid_with_shape(ro.geometry, ro.shape, shape), shape, interp, -1024.0);
+        }
+        ++n;
+        continue;
+      }
+    }
     if (s.op == "reorient") v = preprocess::reorient(v, s.text);
     else if (s.op == "resample_to_spacing")
       v = preprocess::resample_to_spacing(v, {s.values[0], s.values[1], s.values[2]}, interp_from_string(s.text), -1024.0);

@@ -118,10 +118,14 @@ def test_maps_equal_hook_based_reference(model_and_mirror, case, head, index, si
     h = e.maps[0]
     assert h.layer == "layer4" and h.method == method and h.sign == sign
     assert h.score == pytest.approx(float(y[0]), rel=1e-5, abs=1e-6)
-    assert_close(h.feature, want[0], f"{method} {head}[{index}] feature map")
+    # The segmentation target sums thousands of logits (8401 here), so its float32 gradients
+    # carry more rounding than one score's: 1.7e-5 of the map's scale was seen. A logit that
+    # changes sides - the error this would show - moves the map by 4.6e-4 of its scale.
+    rtol = 5e-5 if head == "seg" else RTOL
+    assert_close(h.feature, want[0], f"{method} {head}[{index}] feature map", rtol)
     # the network-grid map is the reference upsampled trilinearly over the grid's extent
     up = F.interpolate(torch.from_numpy(want)[:, None], size=x.shape[2:], mode="trilinear", align_corners=False)[0, 0].numpy()
-    assert_close(h.network.array, up.transpose(2, 1, 0), f"{method} {head} network-grid map")
+    assert_close(h.network.array, up.transpose(2, 1, 0), f"{method} {head} network-grid map", rtol)
 
 
 @pytest.mark.parametrize("layer", ["stem", "layer1", "layer2", "layer3"])
@@ -167,14 +171,16 @@ def test_nifti_overlays_the_scan(model_and_mirror, case, tmp_path):
     assert n.min() >= 0 and n.max() == pytest.approx(1.0)
     np.testing.assert_allclose(n, np.maximum(h.raw.array, 0) / h.raw.array.max(), atol=1e-6)
     # the scan-grid peak sits where the network-grid map peaks, in world space (tilted scan:
-    # within one network voxel diagonal)
+    # within one network voxel diagonal). This untrained network's map has a plateau at its top
+    # (300 voxels tied to 1e-5, where the input is all air), so any of them may be the peak.
     net_map = h.network
-    k = np.unravel_index(np.argmax(net_map.array), net_map.shape)
-    w_net = (net_map.affine @ np.r_[k, 1.0])[:3]
+    top = np.argwhere(net_map.array >= net_map.array.max() * (1 - 1e-5))
+    assert len(top) < net_map.array.size // 20
+    w_net = (net_map.affine[:3, :3] @ top.T + net_map.affine[:3, 3:4]).T
     w_scan = (vol.affine @ np.r_[h.peak, 1.0])[:3]
     assert np.allclose(w_scan, h.peak_world, atol=1e-3)
     diag = np.linalg.norm(np.linalg.norm(net_map.affine[:3, :3], axis=0))
-    assert np.linalg.norm(w_net - w_scan) <= diag
+    assert np.min(np.linalg.norm(w_net - w_scan, axis=1)) <= diag
 
 
 def test_errors_are_clear(model_and_mirror, case):

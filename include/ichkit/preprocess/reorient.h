@@ -42,37 +42,56 @@ inline OrientationCode parse_orientation_code(const std::string& code) {
   return o;
 }
 
+/// What reorient does to a grid: output axis w is input axis src[w], reversed when flip[w];
+/// the output's geometry and shape.
+struct Reorientation {
+  std::array<int, 3> src{}, flip{};
+  Geometry geometry;
+  Shape3 shape{0, 0, 0};
+  /// true when no axis moves (flips only, or nothing): a resampling can read the input as it is
+  bool keeps_axes() const { return src[0] == 0 && src[1] == 1 && src[2] == 2; }
+};
+
+inline Reorientation reorientation(const Geometry& g, const Shape3& in, const std::string& code = "RAS") {
+  const OrientationCode oc = parse_orientation_code(code);
+  const std::array<int, 3>& want_axis = oc.axis;
+  const std::array<int, 3>& want_sign = oc.sign;
+  std::array<int, 3> axis{}, sign{};
+  g.orientation(axis, sign);
+  // For output axis w: the input axis c pointing along world axis want_axis[w]; flip when the
+  // directions disagree.
+  Reorientation r;
+  for (int w = 0; w < 3; ++w)
+    for (int c = 0; c < 3; ++c)
+      if (axis[c] == want_axis[w]) {
+        r.src[w] = c;
+        r.flip[w] = sign[c] != want_sign[w];
+      }
+  r.shape = Shape3{in[r.src[0]], in[r.src[1]], in[r.src[2]]};
+  const Eigen::Matrix4d& a = g.affine();
+  Eigen::Matrix4d b = Eigen::Matrix4d::Identity();
+  Eigen::Vector3d origin = a.topRightCorner<3, 1>();
+  for (int w = 0; w < 3; ++w) {
+    const int c = r.src[w];
+    b.block<3, 1>(0, w) = a.block<3, 1>(0, c) * (r.flip[w] ? -1.0 : 1.0);
+    if (r.flip[w]) origin += a.block<3, 1>(0, c) * double(in[c] - 1);
+  }
+  b.topRightCorner<3, 1>() = origin;
+  r.geometry = Geometry(b);
+  return r;
+}
+
 /// Reorder and flip the voxel axes so that they run along `code` (three letters, one of R/L,
 /// A/P, S/I each, e.g. "RAS" or "LPS"). Each output axis takes the input axis closest to it
 /// (nibabel's io_orientation); oblique grids keep their obliquity.
 template <class T>
 Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
-  const OrientationCode oc = parse_orientation_code(code);
-  const std::array<int, 3>& want_axis = oc.axis;
-  const std::array<int, 3>& want_sign = oc.sign;
-  std::array<int, 3> axis{}, sign{};
-  v.geometry().orientation(axis, sign);
-  // For output axis w: the input axis c pointing along world axis want_axis[w]; flip when the
-  // directions disagree.
-  std::array<int, 3> src{}, flip{};
-  for (int w = 0; w < 3; ++w)
-    for (int c = 0; c < 3; ++c)
-      if (axis[c] == want_axis[w]) {
-        src[w] = c;
-        flip[w] = sign[c] != want_sign[w];
-      }
+  const Reorientation ro = reorientation(v.geometry(), v.shape(), code);
+  const std::array<int, 3>& src = ro.src;
+  const std::array<int, 3>& flip = ro.flip;
   const Shape3 in = v.shape();
-  const Shape3 out_shape{in[src[0]], in[src[1]], in[src[2]]};
-  const Eigen::Matrix4d& a = v.affine();
-  Eigen::Matrix4d b = Eigen::Matrix4d::Identity();
-  Eigen::Vector3d origin = a.topRightCorner<3, 1>();
-  for (int w = 0; w < 3; ++w) {
-    const int c = src[w];
-    b.block<3, 1>(0, w) = a.block<3, 1>(0, c) * (flip[w] ? -1.0 : 1.0);
-    if (flip[w]) origin += a.block<3, 1>(0, c) * double(in[c] - 1);
-  }
-  b.topRightCorner<3, 1>() = origin;
-  Volume<T> out = Volume<T>::uninitialized(out_shape, Geometry(b));
+  const Shape3 out_shape = ro.shape;
+  Volume<T> out = Volume<T>::uninitialized(out_shape, ro.geometry);
   out.metadata() = v.metadata();
   // strides of the input along each output axis
   const std::int64_t istride[3] = {1, std::int64_t(in[0]), std::int64_t(in[0] * in[1])};

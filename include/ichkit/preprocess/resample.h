@@ -16,6 +16,7 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ichkit/core/error.h"
@@ -188,6 +189,95 @@ inline void cubic_weights(double t, double w[4]) {
   w[3] = t3 / 6.0;
 }
 
+/// One axis of an axis-aligned linear resampling: output sample t reads input samples
+/// start[t] .. start[t] + width - 1 with weight[t * width + q] (zero-padded), or lies outside
+/// the input (`inside` false: the fill value). The weights are the linear blend of the two
+/// neighbours of q = scale * t + offset, each spread by the Gaussian taps of `sigma` input
+/// voxels (reflected at the ends, as filter_ij) when sigma > 0.05: the Gaussian filter
+/// evaluated only where it is sampled.
+struct AxisTaps {
+  std::vector<std::size_t> start;
+  std::vector<float> weight;
+  std::vector<char> inside;
+  std::size_t width = 1;
+};
+
+inline AxisTaps axis_taps(double scale, double offset, std::size_t n_in, std::size_t n_out, double sigma) {
+  const double lim = double(n_in - 1), eps = 1e-6;
+  const std::vector<float> g = sigma > 0.05 && n_in >= 2 ? gaussian_taps(sigma) : std::vector<float>{1.0f};
+  const std::int64_t r = static_cast<std::int64_t>(g.size() / 2);
+  std::vector<std::vector<std::pair<std::size_t, double>>> taps(n_out);
+  AxisTaps t;
+  t.start.assign(n_out, 0);
+  t.inside.assign(n_out, 0);
+  std::size_t width = 1;
+  for (std::size_t o = 0; o < n_out; ++o) {
+    const double q = scale * double(o) + offset;
+    if (!(q >= -eps && q <= lim + eps)) continue;
+    t.inside[o] = 1;
+    const double c = std::clamp(q, 0.0, lim);
+    double fl = std::floor(c);
+    if (fl >= lim) fl = std::max(0.0, lim - 1);
+    const std::size_t i0 = std::size_t(fl), i1 = std::min<std::size_t>(i0 + 1, n_in - 1);
+    const double f = n_in == 1 ? 0.0 : c - fl;
+    std::vector<double> acc;  // weights of input samples lo .. lo + acc.size() - 1
+    std::int64_t lo = 0;
+    auto add = [&](std::int64_t idx, double w) {
+      if (acc.empty()) lo = idx;
+      if (idx < lo) {
+        acc.insert(acc.begin(), std::size_t(lo - idx), 0.0);
+        lo = idx;
+      }
+      if (idx - lo >= std::int64_t(acc.size())) acc.resize(std::size_t(idx - lo + 1), 0.0);
+      acc[std::size_t(idx - lo)] += w;
+    };
+    const std::pair<std::size_t, double> lin[2] = {{i0, 1 - f}, {i1, f}};
+    for (const auto& [i, wl] : lin) {
+      if (wl == 0) continue;
+      for (std::int64_t d = -r; d <= r; ++d)
+        add(reflect_index(std::int64_t(i) + d, std::int64_t(n_in)), wl * double(g[std::size_t(d + r)]));
+    }
+    t.start[o] = std::size_t(lo);
+    width = std::max(width, acc.size());
+    for (std::size_t q2 = 0; q2 < acc.size(); ++q2) taps[o].push_back({std::size_t(lo) + q2, acc[q2]});
+  }
+  t.width = width;
+  t.weight.assign(n_out * width, 0.0f);
+  for (std::size_t o = 0; o < n_out; ++o) {
+    if (!t.inside[o]) continue;
+    t.start[o] = std::min(t.start[o], n_in - width);  // every window lies inside the input
+    for (const auto& [i, w] : taps[o]) t.weight[o * width + (i - t.start[o])] = static_cast<float>(w);
+  }
+  return t;
+}
+
+/// line[i] = store(sum of tx's weights times the samples of `row`) for every output i along
+/// the axis, or `fill` outside; the common widths unrolled.
+template <class T, class Store>
+void sample_row(T* line, const float* row, const AxisTaps& tx, T fill, const Store& store) {
+  auto run = [&](auto width) {
+    const std::size_t w = decltype(width)::value ? decltype(width)::value : tx.width;
+    for (std::size_t i = 0; i < tx.start.size(); ++i) {
+      const float* wi = tx.weight.data() + i * w;
+      const float* si = row + tx.start[i];
+      float val = 0;
+      for (std::size_t q = 0; q < w; ++q) val += wi[q] * si[q];
+      line[i] = tx.inside[i] ? store(val) : fill;
+    }
+  };
+  switch (tx.width) {
+    case 1: run(std::integral_constant<std::size_t, 1>{}); break;
+    case 2: run(std::integral_constant<std::size_t, 2>{}); break;
+    case 3: run(std::integral_constant<std::size_t, 3>{}); break;
+    case 4: run(std::integral_constant<std::size_t, 4>{}); break;
+    case 5: run(std::integral_constant<std::size_t, 5>{}); break;
+    case 6: run(std::integral_constant<std::size_t, 6>{}); break;
+    case 7: run(std::integral_constant<std::size_t, 7>{}); break;
+    case 8: run(std::integral_constant<std::size_t, 8>{}); break;
+    default: run(std::integral_constant<std::size_t, 0>{});
+  }
+}
+
 }  // namespace detail
 
 /// Resample `v` onto the grid (`geometry`, `shape`).
@@ -235,13 +325,76 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
     return out;
   }
 
-  // Working copy in double (cubic) or float (linear), anti-aliased when downsampling.
+  // Anti-aliasing when downsampling: a Gaussian of sigma (factor - 1) / 2 input voxels.
   double sigma[3] = {0, 0, 0};
   if (antialias)
     for (int a = 0; a < 3; ++a) {
       const double factor = m.row(a).cwiseAbs().maxCoeff();  // input voxels per output step
-      sigma[a] = factor > 1 + 1e-9 ? (factor - 1) / 2 : 0;
+      sigma[a] = factor > 1 + 1e-9 && in[a] >= 2 ? (factor - 1) / 2 : 0;
     }
+  auto store = [&](double val) -> T {
+    if constexpr (std::is_integral<T>::value) {
+      val = std::nearbyint(val);
+      return static_cast<T>(std::clamp(val, double(std::numeric_limits<T>::lowest()), double(std::numeric_limits<T>::max())));
+    } else {
+      return static_cast<T>(val);
+    }
+  };
+
+  const bool axis_aligned = std::abs(m(0, 1)) + std::abs(m(0, 2)) + std::abs(m(1, 0)) + std::abs(m(1, 2)) +
+                                std::abs(m(2, 0)) + std::abs(m(2, 1)) < 1e-12;
+  if (interp == Interp::Linear && axis_aligned) {
+    // Separable: along each axis an output sample is a fixed weighted sum of a few input
+    // samples - the Gaussian's taps (reflected at the ends) convolved with the linear blend of
+    // the two neighbours - so the filter is evaluated only where it is sampled, and the
+    // filtered full-resolution copy is never made. Per output row: the rows of its (j, k)
+    // taps are summed along i (vectorised), then each output voxel sums its i taps.
+    std::vector<detail::AxisTaps> tab(3);
+    for (int a = 0; a < 3; ++a) tab[a] = detail::axis_taps(m(a, a), b[a], in[a], shape[a], sigma[a]);
+    const std::size_t sy = in[0], sz = in[0] * in[1];
+    const detail::AxisTaps &tx = tab[0], &ty = tab[1], &tz = tab[2];
+    const T* src = v.data();
+    parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
+      std::vector<float> acc(in[0]), conv(std::is_same<T, float>::value ? 0 : ty.width * tz.width * in[0]);
+      std::vector<const float*> rows(ty.width * tz.width);
+      std::vector<float> w(rows.size());
+      for (std::int64_t r = rb; r < re; ++r) {
+        const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
+        T* line = o + std::size_t(r) * shape[0];
+        if (!ty.inside[j] || !tz.inside[k]) {
+          std::fill(line, line + shape[0], fillv);
+          continue;
+        }
+        int n = 0;
+        for (std::size_t c = 0; c < tz.width; ++c) {
+          const float wz = tz.weight[k * tz.width + c];
+          if (wz == 0.0f) continue;
+          for (std::size_t q = 0; q < ty.width; ++q) {
+            const float wy = ty.weight[j * ty.width + q];
+            if (wy == 0.0f) continue;
+            const T* row = src + (ty.start[j] + q) * sy + (tz.start[k] + c) * sz;
+            if constexpr (std::is_same<T, float>::value) {
+              rows[std::size_t(n)] = row;
+            } else {
+              float* cv = conv.data() + std::size_t(n) * in[0];
+              for (std::size_t i = 0; i < in[0]; ++i) cv[i] = static_cast<float>(row[i]);
+              rows[std::size_t(n)] = cv;
+            }
+            w[std::size_t(n++)] = wy * wz;
+          }
+        }
+        const float* sum = rows[0];
+        if (n > 1 || w[0] != 1.0f) {
+          ichkit::detail::weighted_sum(acc.data(), rows.data(), w.data(), n, in[0]);
+          sum = acc.data();
+        }
+        detail::sample_row(line, sum, tx, fillv, store);
+      }
+    });
+    return out;
+  }
+
+  // Working copy in double (cubic) or float (linear), filtered when downsampling.
   const bool smooth = sigma[0] > 0.05 || sigma[1] > 0.05 || sigma[2] > 0.05;
   std::shared_ptr<float> work;  // huge-page backed, uninitialised: no zero-fill, few page faults
   const float* fsrc = nullptr;
@@ -257,71 +410,6 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
     detail::gaussian_axis(w, in, 2, sigma[2]);
     fsrc = w;
   }
-  auto store = [&](double val) -> T {
-    if constexpr (std::is_integral<T>::value) {
-      val = std::nearbyint(val);
-      return static_cast<T>(std::clamp(val, double(std::numeric_limits<T>::lowest()), double(std::numeric_limits<T>::max())));
-    } else {
-      return static_cast<T>(val);
-    }
-  };
-
-  const bool axis_aligned = std::abs(m(0, 1)) + std::abs(m(0, 2)) + std::abs(m(1, 0)) + std::abs(m(1, 2)) +
-                                std::abs(m(2, 0)) + std::abs(m(2, 1)) < 1e-12;
-  if (interp == Interp::Linear && axis_aligned) {
-    // Separable: the source coordinate along each axis depends on that output index only, so
-    // indices and weights are tables and the inner loop is a 2-tap blend of 4 source rows.
-    struct Tap {
-      std::size_t i0, i1;
-      float f;
-      bool in;
-    };
-    std::vector<Tap> tab[3];
-    for (int a = 0; a < 3; ++a) {
-      tab[a].resize(shape[a]);
-      for (std::size_t t = 0; t < shape[a]; ++t) {
-        const double q = m(a, a) * double(t) + b[a];
-        Tap& tp = tab[a][t];
-        tp.in = q >= -eps && q <= lim[a] + eps;
-        const double c = std::clamp(q, 0.0, lim[a]);
-        double fl = std::floor(c);
-        if (fl >= lim[a]) fl = std::max(0.0, lim[a] - 1);
-        tp.i0 = std::size_t(fl);
-        tp.i1 = std::min<std::size_t>(tp.i0 + 1, in[a] - 1);
-        tp.f = in[a] == 1 ? 0.0f : static_cast<float>(c - fl);
-      }
-    }
-    const std::size_t sy = in[0], sz = in[0] * in[1];
-    parallel_for(static_cast<std::int64_t>(shape[1] * shape[2]), [&](std::int64_t rb, std::int64_t re) {
-      for (std::int64_t r = rb; r < re; ++r) {
-        const std::size_t j = std::size_t(r) % shape[1], k = std::size_t(r) / shape[1];
-        T* line = o + std::size_t(r) * shape[0];
-        const Tap& ty = tab[1][j];
-        const Tap& tz = tab[2][k];
-        if (!ty.in || !tz.in) {
-          std::fill(line, line + shape[0], fillv);
-          continue;
-        }
-        const float* r00 = fsrc + ty.i0 * sy + tz.i0 * sz;
-        const float* r10 = fsrc + ty.i1 * sy + tz.i0 * sz;
-        const float* r01 = fsrc + ty.i0 * sy + tz.i1 * sz;
-        const float* r11 = fsrc + ty.i1 * sy + tz.i1 * sz;
-        const float w00 = (1 - ty.f) * (1 - tz.f), w10 = ty.f * (1 - tz.f), w01 = (1 - ty.f) * tz.f, w11 = ty.f * tz.f;
-        for (std::size_t i = 0; i < shape[0]; ++i) {
-          const Tap& tx = tab[0][i];
-          if (!tx.in) {
-            line[i] = fillv;
-            continue;
-          }
-          const float a0 = w00 * r00[tx.i0] + w10 * r10[tx.i0] + w01 * r01[tx.i0] + w11 * r11[tx.i0];
-          const float a1 = w00 * r00[tx.i1] + w10 * r10[tx.i1] + w01 * r01[tx.i1] + w11 * r11[tx.i1];
-          line[i] = store((1 - tx.f) * a0 + tx.f * a1);  // exact at f = 0 and f = 1
-        }
-      }
-    });
-    return out;
-  }
-
   if (interp == Interp::Linear) {
     const std::size_t sx = 1, sy = in[0], sz = in[0] * in[1];
     for_each_voxel([&](const Eigen::Vector3d& q) {
