@@ -505,10 +505,11 @@ Loaded load(const std::string& path, const ReadOptions& options, bool header_onl
   if (is_gzip(head, got)) {
     if (f.size() > options.max_bytes)
       throw ResourceError("'" + path + "' is larger than the memory budget (" + std::to_string(options.max_bytes) + " bytes)");
-    std::vector<unsigned char> packed(static_cast<std::size_t>(f.size()));
-    if (f.read_at(packed.data(), packed.size(), 0) != packed.size()) throw IoError("'" + path + "': short read");
+    const std::size_t packed_n = static_cast<std::size_t>(f.size());
+    const auto packed = detail::allocate_voxels<unsigned char>(packed_n);  // not zero-filled: read over at once
+    if (f.read_at(packed.get(), packed_n, 0) != packed_n) throw IoError("'" + path + "': short read");
     unsigned char hb[kN2Size];
-    std::size_t hn = gunzip_prefix(packed.data(), packed.size(), hb, sizeof hb);
+    std::size_t hn = gunzip_prefix(packed.get(), packed_n, hb, sizeof hb);
     if (hn < 4) throw FormatError("'" + path + "': gzip stream is corrupt or too short to hold a NIfTI header");
     out.header = parse_header(hb, hn, path, true, options.max_bytes);
     if (header_only) return out;
@@ -516,7 +517,7 @@ Loaded load(const std::string& path, const ReadOptions& options, bool header_onl
                                  out.header.shape[2] * type_size(out.header.datatype);
     const std::uint64_t total = static_cast<std::uint64_t>(out.header.vox_offset) + nbytes;
     auto buf = detail::allocate_voxels<unsigned char>(static_cast<std::size_t>(total));
-    std::size_t produced = gunzip_into(packed.data(), packed.size(), buf.get(), static_cast<std::size_t>(total), path);
+    std::size_t produced = gunzip_into(packed.get(), packed_n, buf.get(), static_cast<std::size_t>(total), path);
     if (produced < total)
       throw FormatError("'" + path + "' is truncated: expected " + std::to_string(nbytes) + " bytes of voxels after offset " +
                         std::to_string(out.header.vox_offset) + ", the decompressed stream holds " +

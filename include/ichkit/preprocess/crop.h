@@ -60,14 +60,21 @@ template <class T, class Pred>
 std::pair<Index3, Index3> bounding_box(const Volume<T>& v, Pred inside) {
   Index3 lo{std::int64_t(v.ni()), std::int64_t(v.nj()), std::int64_t(v.nk())}, hi{0, 0, 0};
   bool any = false;
+  const std::size_t ni = v.ni();
+  const T* p = v.data();
+  // Row by row: the first voxel inside from the left and the last from the right; the voxels
+  // between them are never visited.
   for (std::size_t k = 0; k < v.nk(); ++k)
-    for (std::size_t j = 0; j < v.nj(); ++j)
-      for (std::size_t i = 0; i < v.ni(); ++i)
-        if (inside(v(i, j, k))) {
-          any = true;
-          lo = {std::min(lo[0], std::int64_t(i)), std::min(lo[1], std::int64_t(j)), std::min(lo[2], std::int64_t(k))};
-          hi = {std::max(hi[0], std::int64_t(i) + 1), std::max(hi[1], std::int64_t(j) + 1), std::max(hi[2], std::int64_t(k) + 1)};
-        }
+    for (std::size_t j = 0; j < v.nj(); ++j, p += ni) {
+      std::size_t first = 0;
+      while (first < ni && !inside(p[first])) ++first;
+      if (first == ni) continue;
+      std::size_t last = ni;
+      while (!inside(p[last - 1])) --last;
+      any = true;
+      lo = {std::min(lo[0], std::int64_t(first)), std::min(lo[1], std::int64_t(j)), std::min(lo[2], std::int64_t(k))};
+      hi = {std::max(hi[0], std::int64_t(last)), std::max(hi[1], std::int64_t(j) + 1), std::max(hi[2], std::int64_t(k) + 1)};
+    }
   if (!any) throw InvalidArgument("bounding box of an empty foreground");
   return {lo, hi};
 }
