@@ -546,11 +546,13 @@ class Batcher {
 public:
   Batcher(std::size_t size, Run run) : size_(size), run_(std::move(run)) {}
   void add(torch::Tensor x, preprocess::PipelineResult pr, std::size_t i) {
-    if (!xs_.empty() && (x.sizes() != xs_.front().sizes() || xs_.size() == size_)) flush();
+    if (!xs_.empty() && x.sizes() != xs_.front().sizes()) flush();
     xs_.push_back(std::move(x));
     prs_.push_back(std::move(pr));
     idx_.push_back(i);
+    if (xs_.size() == size_) flush();  // a full batch runs at once, not when the next scan arrives
   }
+  std::size_t pending() const { return xs_.size(); }
   void flush() {
     if (xs_.empty()) return;
     run_(xs_, prs_, idx_);
@@ -608,10 +610,13 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   // On the CPU the network takes every core and one reader keeps ahead of it; on a GPU the
   // cores only prepare scans: one reader per core but one, one kernel thread each.
   const bool gpu = !impl_->device.is_cpu();
+  const bool alternate = options.schedule == CohortOptions::Schedule::Alternate ||
+                         (options.schedule == CohortOptions::Schedule::Auto && !gpu);
   const int readers = options.readers > 0 ? options.readers
+                      : alternate         ? static_cast<int>(std::clamp(hw, 1u, 32u))
                       : gpu               ? static_cast<int>(std::clamp(hw > 1 ? hw - 1 : 1u, 1u, 32u))
                                           : static_cast<int>(std::clamp(hw / 4, 1u, 4u));
-  const int reader_threads = options.reader_threads > 0 ? options.reader_threads : gpu ? 1 : 0;
+  const int reader_threads = options.reader_threads > 0 ? options.reader_threads : gpu || alternate ? 1 : 0;
   const std::size_t ahead = options.ahead > 0 ? static_cast<std::size_t>(options.ahead)
                                               : std::max<std::size_t>(2 * batch, static_cast<std::size_t>(readers));
 
@@ -625,6 +630,11 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   std::map<std::size_t, Ready> ready;
   std::size_t next_claim = 0, consumed = 0;
   bool stop = false;
+  // Alternating: no scan is started while the network runs, nor past the batch being filled
+  // (a reader busy with the next batch's scan would keep the network waiting).
+  bool network_running = false;
+  int in_flight = 0;  // scans being prepared
+  std::size_t claim_limit = batch;
 
   auto reader = [&] {
     ThreadCap cap(reader_threads);
@@ -632,9 +642,13 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
       std::size_t i;
       {
         std::unique_lock<std::mutex> lock(m);
-        cv.wait(lock, [&] { return stop || next_claim >= n || next_claim < consumed + ahead; });
+        cv.wait(lock, [&] {
+          return stop || next_claim >= n ||
+                 (alternate ? !network_running && next_claim < claim_limit : next_claim < consumed + ahead);
+        });
         if (stop || next_claim >= n) return;
         i = next_claim++;
+        ++in_flight;
       }
       Ready r;
       try {
@@ -647,6 +661,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
       {
         std::lock_guard<std::mutex> lock(m);
         ready.emplace(i, std::move(r));
+        --in_flight;
       }
       cv.notify_all();
     }
@@ -670,8 +685,31 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
 
   Batcher batches(batch, [&](const std::vector<torch::Tensor>& xs, const std::vector<preprocess::PipelineResult>& prs,
                              const std::vector<std::size_t>& idx) {
+    struct Gate {  // alternating: the network waits for the scans in preparation, then runs alone
+      bool on;
+      std::mutex& m;
+      std::condition_variable& cv;
+      bool& running;
+      int& in_flight;
+      Gate(bool on_, std::mutex& m_, std::condition_variable& cv_, bool& running_, int& in_flight_)
+          : on(on_), m(m_), cv(cv_), running(running_), in_flight(in_flight_) {
+        if (!on) return;
+        std::unique_lock<std::mutex> lock(m);
+        running = true;
+        cv.wait(lock, [&] { return in_flight == 0; });
+      }
+      ~Gate() {
+        if (!on) return;
+        {
+          std::lock_guard<std::mutex> lock(m);
+          running = false;
+        }
+        cv.notify_all();
+      }
+    };
     try {
       const torch::Tensor x = impl_->stack(xs);
+      Gate gate(alternate, m, cv, network_running, in_flight);
       MultiTaskNetImpl::Output o;
       with_network_errors(x, [&] { o = impl_->infer(x); });
       // the scans of a batch are decoded side by side: a mask head's map goes back to its
@@ -696,9 +734,16 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
     cv.notify_all();
     if (!r.error.empty()) {
       out[i].error = std::move(r.error);
-      continue;
+    } else {
+      batches.add(std::move(r.x), std::move(r.pr), i);
     }
-    batches.add(std::move(r.x), std::move(r.pr), i);
+    if (alternate) {  // the scans that fill the pending batch (a failed one is replaced)
+      {
+        std::lock_guard<std::mutex> lock(m);
+        claim_limit = consumed + (batch - batches.pending());
+      }
+      cv.notify_all();
+    }
   }
   batches.flush();
   return out;

@@ -4,6 +4,7 @@
 // ThreadSanitizer build (ICHKIT_SANITIZE=thread), where any data race fails it.
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "ichkit/core/error.h"
@@ -152,4 +153,41 @@ TEST_CASE("8 threads reading one NIfTI file and running one pipeline get the ser
     });
   for (auto& th : pool) th.join();
   CHECK(mismatches.load() == 0);
+}
+
+TEST_CASE("predict_files, its readers beside the network or alternating with it, gets the serial results") {
+  tsan_single_intra_op_thread();
+  const model::Model m(config(), 17);
+  const std::vector<Volume<float>> in = scans();
+  test::TempDir tmp;
+  std::vector<std::string> paths;
+  std::vector<Volume<float>> back;  // the files as read (the affine is stored in float32)
+  for (std::size_t s = 0; s < in.size(); ++s) {
+    paths.push_back((tmp.path() / ("scan" + std::to_string(s) + ".nii")).string());
+    io::write_nifti(in[s], paths.back());
+    back.push_back(io::read_nifti<float>(paths.back()));
+  }
+  const std::vector<model::Prediction> want = m.predict(back, 2);  // batches {0, 1}, {2}, as below
+  const std::string bad = (tmp.path() / "bad.nii").string();
+  std::ofstream(bad) << "not an image";
+  paths.insert(paths.begin() + 1, bad);  // a failed scan between two of one batch
+  for (auto schedule : {model::CohortOptions::Schedule::Overlap, model::CohortOptions::Schedule::Alternate}) {
+    CAPTURE(static_cast<int>(schedule));
+    model::CohortOptions o;
+    o.batch_size = 2;
+    o.readers = 3;
+    o.reader_threads = 1;
+    o.schedule = schedule;
+    for (int round = 0; round < 3; ++round) {
+      const std::vector<model::CohortItem> got = m.predict_files(paths, o);
+      REQUIRE(got.size() == 4);
+      CHECK_FALSE(got[1].ok);
+      std::size_t s = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        if (i == 1) continue;
+        REQUIRE(got[i].ok);
+        CHECK(same(got[i].prediction, want[s++]));
+      }
+    }
+  }
 }

@@ -241,7 +241,8 @@ TEST_CASE("model: on CUDA, float32 predictions equal the CPU's and bfloat16 stay
   CHECK(same_state(m, Model(small_config(), 17)));
 }
 
-TEST_CASE("model: predict_files with 1 and 3 reader threads equals predict() scan by scan; bad files are reported") {
+TEST_CASE("model: predict_files, overlapping or alternating, with 1 to 3 readers and batches of 1 to 3, equals predict() "
+          "scan by scan; bad files are reported") {
   Model m(small_config(), 23);
   test::TempDir tmp;
   const std::string dir = tmp.path().string();
@@ -263,11 +264,23 @@ TEST_CASE("model: predict_files with 1 and 3 reader threads equals predict() sca
     std::ofstream(dir + "/corrupt.nii.gz") << "not an image";
   }
   paths.insert(paths.begin() + 4, dir + "/corrupt.nii.gz");
-  for (auto [readers, reader_threads] : {std::pair{1, 0}, std::pair{3, 1}}) {
+  struct Run {
+    CohortOptions::Schedule schedule;
+    int readers, reader_threads, batch;
+  };
+  using S = CohortOptions::Schedule;
+  // alternating, a failed scan lets the readers take one more (else the batch never fills)
+  for (const Run& run : {Run{S::Overlap, 1, 0, 2}, Run{S::Overlap, 3, 1, 2}, Run{S::Alternate, 1, 0, 2},
+                         Run{S::Alternate, 3, 1, 2}, Run{S::Alternate, 2, 1, 1}, Run{S::Alternate, 2, 1, 3},
+                         Run{S::Auto, 0, 0, 4}}) {
+    CAPTURE(static_cast<int>(run.schedule));
+    CAPTURE(run.readers);
+    CAPTURE(run.batch);
     CohortOptions o;
-    o.batch_size = 2;
-    o.readers = readers;
-    o.reader_threads = reader_threads;
+    o.batch_size = run.batch;
+    o.readers = run.readers;
+    o.reader_threads = run.reader_threads;
+    o.schedule = run.schedule;
     std::vector<CohortItem> got = m.predict_files(paths, o);
     REQUIRE(got.size() == paths.size());
     std::size_t s = 0;

@@ -249,6 +249,16 @@ def test_predict_files_equals_predict_and_reports_bad_files(model, scan, tmp_pat
     # readers whose kernels run on one thread each (a GPU's default) give the same answers
     capped = model.predict_files(paths, batch_size=2, readers=3, reader_threads=1)
     assert [c["ok"] for c in capped] == [g["ok"] for g in got]
+    # both schedules (readers beside the network, or only while it is not running)
+    overlap = model.predict_files(paths, batch_size=2, readers=2, reader_threads=1, schedule="overlap")
+    alternate = model.predict_files(paths, batch_size=3, readers=2, reader_threads=1, schedule="alternate")
+    for other in (overlap, alternate):
+        assert [o["ok"] for o in other] == [g["ok"] for g in got]
+        for o, g in zip(other, got):
+            if g["ok"]:
+                assert o["prediction"]["volume"]["value"] == pytest.approx(g["prediction"]["volume"]["value"], rel=1e-5)
+    with pytest.raises(ichkit.InvalidArgument, match="schedule"):
+        model.predict_files(paths, schedule="parallel")
     for c, g in zip(capped, got):
         if g["ok"]:
             assert c["prediction"]["volume"]["value"] == pytest.approx(g["prediction"]["volume"]["value"], rel=1e-6)

@@ -64,13 +64,23 @@ struct NamedArray {
   std::vector<std::int64_t> i64;  ///< values when int64
 };
 
-/// How Model::predict_files overlaps reading and preprocessing with the network.
+/// How Model::predict_files schedules reading and preprocessing beside the network.
 struct CohortOptions {
+  /// Overlap: the readers run beside the network (on a GPU the network does not use the
+  /// cores). Alternate: on the CPU, where both share the cores, the readers (one per core, one
+  /// thread each) prepare scans only while the network is not running, and the network runs
+  /// alone as soon as a batch is ready: a reader that takes a core from a convolution would
+  /// hold up all of its threads at the convolution's next barrier. Auto: Alternate on the
+  /// CPU, Overlap on a GPU.
+  enum class Schedule { Auto, Overlap, Alternate };
   int batch_size = 4;  ///< scans per forward pass (consecutive scans of one input shape)
-  int readers = 0;         ///< threads that read and preprocess; 0: on the CPU 1 per 4 hardware threads
-                           ///< (1 to 4), on a GPU 1 per hardware thread but one (1 to 32)
-  int reader_threads = 0;  ///< kernel threads of each reader (ThreadCap); 0: 1 on a GPU, no cap on the CPU
+  int readers = 0;         ///< threads that read and preprocess; 0: 1 per hardware thread when alternating,
+                           ///< else on the CPU 1 per 4 hardware threads (1 to 4), on a GPU 1 per hardware
+                           ///< thread but one (1 to 32)
+  int reader_threads = 0;  ///< kernel threads of each reader (ThreadCap); 0: 1 on a GPU or when alternating,
+                           ///< no cap when overlapping on the CPU
   int ahead = 0;           ///< scans prepared ahead of the network; 0: max(2 x batch_size, readers)
+  Schedule schedule = Schedule::Auto;
   io::ReadOptions read;
 };
 
