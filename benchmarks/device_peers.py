@@ -126,15 +126,19 @@ def write(path, data, affine):
         f.write(d.tobytes(order="F"))
 
 
-def preprocess(hu, spacing, side, device):
-    """Skull strip, 1 x 1 x 5 mm, crop/pad to 192 x 192 x 32, 3 windows -> (1, 3, 32, 192, 192) on device."""
-    brain = pp.skull_strip(hu, spacing)
-    x = np.where(brain, hu, np.float32(-1024)).astype(np.float32)
-    new_shape = [int(round(n * s / t)) for n, s, t in zip(x.shape, spacing, (1.0, 1.0, 5.0))]
+def to_1mm(hu, spacing, side, device):
+    new_shape = [int(round(n * s / t)) for n, s, t in zip(hu.shape, spacing, (1.0, 1.0, 5.0))]
     if side == "default":
-        x = ndimage.zoom(x, [a / b for a, b in zip(new_shape, x.shape)], order=1, prefilter=False)
-    else:
-        x = pp.torch_resize(x, new_shape[::-1], device).numpy().T
+        return ndimage.zoom(hu, [a / b for a, b in zip(new_shape, hu.shape)], order=1, prefilter=False)
+    return pp.torch_resize(hu, new_shape[::-1], device).numpy().T
+
+
+def preprocess(hu, spacing, side, device):
+    """ichkit's pipeline of the paper's model: 1 x 1 x 5 mm, crop to the head, skull strip there,
+    crop to the brain + centre crop/pad to 192 x 192 x 32, 3 windows -> (1, 3, 32, 192, 192) on device."""
+    x = pp.crop_fg(to_1mm(hu, spacing, side, device))
+    brain = pp.skull_strip(x, (1.0, 1.0, 5.0))
+    x = np.where(brain, x, np.float32(-1024)).astype(np.float32)
     w = pp.window3(pp.crop_pad(x))  # (3, i, j, k)
     return torch.from_numpy(np.ascontiguousarray(w.transpose(0, 3, 2, 1)))[None].to(device)  # (1, 3, D, H, W)
 
@@ -169,6 +173,8 @@ def run_side(args):
         size = [int(round(n * f)) for n, f in zip(hu.shape, factors)][::-1]
         stage("resample_1mm", lambda: pp.torch_resize(hu, size, device))
     stage("skull_strip", lambda: pp.skull_strip(hu, spacing))
+    head = pp.crop_fg(to_1mm(hu, spacing, side, device))
+    stage("skull_strip_1mm", lambda: pp.skull_strip(head, (1.0, 1.0, 5.0)))
     stage("preprocess", lambda: preprocess(hu, spacing, side, device))
     x1 = preprocess(hu, spacing, side, device)
     r["network_input"] = list(x1.shape)

@@ -15,8 +15,9 @@ STAGES = [  # (key, label)
     ("window3", "3 windows"),
     ("resample_1mm", "resample to 1x1x5 mm (ichkit: with Gaussian anti-aliasing, its default)"),
     ("resample_1mm_noaa", "resample to 1x1x5 mm, linear without anti-aliasing (the peers' job: scipy zoom / torch interpolate)"),
-    ("skull_strip", "skull strip"),
-    ("preprocess", "whole preprocessing (skull strip, resample, crop/pad, windows)"),
+    ("skull_strip", "skull strip (512x512x32)"),
+    ("skull_strip_1mm", "skull strip on the 1x1x5 mm grid, cropped to the head (the pipeline's)"),
+    ("preprocess", "whole preprocessing (resample, crop, skull strip, crop/pad, windows)"),
     ("forward_b1", "forward, batch 1"),
     ("forward_b{batch}", "forward, batch {batch}"),
     ("gradcam_both", "Grad-CAM of both heads (from the network input)"),
@@ -64,11 +65,15 @@ def report(ich, peers, alone=None):
         lines.append("Peak GPU memory allocated by torch: " + ", ".join(f"{n} {v:.0f} MB" for n, v in gpu) + ".")
     c = ich.get("cohort")
     if c:
+        rounds = c.get("rounds", [c])
+        spread = (f" ({c['fraction_of_bound_min']:.2f}..{c['fraction_of_bound_max']:.2f} over {len(rounds)} rounds)"
+                  if len(rounds) > 1 else "")
         lines += ["", "| cohort | scans/s | scans/min | note |", "|---|---|---|---|",
-                  f"| ichkit `predict_files` ({c['scans']} scans, batch {c['batch']}, reading + preprocessing "
-                  f"overlapped) | {c['scans_per_s']:.2f} | {60 * c['scans_per_s']:.0f} | "
-                  f"**{c['fraction_of_bound']:.2f} of the model-only bound** |",
-                  f"| model-only bound (forward batch {c['batch']} alone) | {c['model_bound_scans_per_s']:.2f} | "
+                  f"| ichkit `predict_files` ({c['scans']} scans, batch {c['batch']}, schedule {c.get('schedule', 'auto')}; "
+                  f"the median of {len(rounds)} rounds, each timing the forward alone and then the cohort) | "
+                  f"{c['scans_per_s']:.2f} | {60 * c['scans_per_s']:.0f} | "
+                  f"**{c['fraction_of_bound']:.2f} of the model-only bound**{spread} |",
+                  f"| model-only bound (forward batch {c['batch']} alone, same round) | {c['model_bound_scans_per_s']:.2f} | "
                   f"{60 * c['model_bound_scans_per_s']:.0f} | |"]
         if "cores_shared_bound_scans_per_s" in c:
             b = c["cores_shared_bound_scans_per_s"]

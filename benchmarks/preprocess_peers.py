@@ -45,13 +45,19 @@ def skull_strip(hu, spacing, opening_mm=5.0):
     return ndimage.binary_dilation(brain, structure=b) & (sm < 100)
 
 
-def crop_pad(x, target=(192, 192, 32), fill=-1024.0):
-    """Crop to the head (> -500 HU) + 5 voxels (1 slice), then centre crop/pad to `target`."""
+def crop_fg(x):
+    """Crop to the voxels > -500 HU + 5 voxels (1 slice) on the 1 x 1 x 5 mm grid."""
     idx = np.argwhere(x > -500)
     if len(idx):
         lo = np.maximum(idx.min(0) - [5, 5, 1], 0)
         hi = np.minimum(idx.max(0) + 1 + [5, 5, 1], x.shape)
         x = x[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    return x
+
+
+def crop_pad(x, target=(192, 192, 32), fill=-1024.0):
+    """Crop to the head (> -500 HU) + 5 voxels (1 slice), then centre crop/pad to `target`."""
+    x = crop_fg(x)
     out = np.full(target, fill, np.float32)
     src, dst = [], []
     for n, t in zip(x.shape, target):

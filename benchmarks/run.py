@@ -201,7 +201,7 @@ def e2e_suite(args):
         work = Path(tmp) / "scans"
         ours, peers = Path(tmp) / "ichkit.json", Path(tmp) / "peers.json"
         print("e2e: ichkit (bench_device)", file=sys.stderr, flush=True)
-        subprocess.run([str(binary), "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--batch", "4",
+        subprocess.run([str(binary), "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--cohort-rounds", "5", "--batch", "4",
                         "--work", str(work), "--out", str(ours)], check=True, stdout=subprocess.DEVNULL)
         print("e2e: Python peers (device_peers.py; minutes: scipy's skull strip takes seconds a scan)",
               file=sys.stderr, flush=True)

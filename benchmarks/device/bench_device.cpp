@@ -5,7 +5,8 @@
 //
 // One 512 x 512 x 32 head CT phantom (0.45 x 0.45 x 5 mm, int16 .nii.gz) goes through every
 // stage alone and then end to end: read .nii.gz, 3 windows, resampling to 1 x 1 x 5 mm, skull
-// strip, the model's whole preprocessing (skull strip included), the forward pass (batch 1 and
+// strip (of the scan, and of the scan on the 1 x 1 x 5 mm grid cropped to the head, as the
+// pipeline runs it), the model's whole preprocessing (skull strip included), the forward pass (batch 1 and
 // `--batch`), Grad-CAM of both heads (volume, prognosis) back on the scan grid, and writing a
 // heatmap .nii.gz. Then a cohort of `--cohort` files through Model::predict_files (reading and
 // preprocessing overlapped with inference) against the model-only bound, and, on the CPU, the
@@ -38,7 +39,9 @@
 #include "../conv_ceiling.h"
 #include "ichkit/model/model.h"
 #include "ichkit/phantom/phantom.h"
+#include "ichkit/preprocess/crop.h"
 #include "ichkit/preprocess/pipeline.h"
+#include "ichkit/preprocess/reorient.h"
 #include "ichkit/preprocess/resample.h"
 #include "ichkit/preprocess/skull_strip.h"
 #include "ichkit/preprocess/window.h"
@@ -126,8 +129,10 @@ json conv_ceiling(const model::Model& m, const std::vector<int64_t>& input) {
 model::ModelConfig paper_config() {
   model::ModelConfig cfg = model::ModelConfig::default_multitask();
   preprocess::Pipeline pipe;
-  pipe.reorient("RAS").skull_strip().resample_to_spacing({1.0, 1.0, 5.0}).crop_to_foreground(-500, 5)
-      .center_crop_or_pad({192, 192, 32}).window();
+  // the skull strip runs on the network's 1 x 1 x 5 mm grid, cropped to the head: a 5th of the
+  // native voxels, as accurate there as the native strip (docs/results/skull-strip-phantoms.md)
+  pipe.reorient("RAS").resample_to_spacing({1.0, 1.0, 5.0}).crop_to_foreground(-500, 5).skull_strip()
+      .crop_to_foreground(-500, 5).center_crop_or_pad({192, 192, 32}).window();
   cfg.pipeline = json::parse(pipe.to_json());
   return cfg;
 }
@@ -156,9 +161,15 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "float32, bfloat16 or float16 (CUDA)");
   app.add_option("--repeats", repeats, "timed runs per stage (after one warm-up)")->check(CLI::Range(1, 1000));
   app.add_option("--cohort", cohort, "scans in the cohort throughput run (0: skip)")->check(CLI::Range(0, 100000));
+  int cohort_rounds = 3;
+  app.add_option("--cohort-rounds", cohort_rounds, "cohort: rounds of (forward alone, cohort), the median round reported")
+      ->check(CLI::Range(1, 100));
   app.add_option("--readers", readers, "cohort: reader threads (0: predict_files' default)")->check(CLI::Range(0, 256));
   app.add_option("--reader-threads", reader_threads, "cohort: kernel threads per reader (0: predict_files' default)")
       ->check(CLI::Range(0, 256));
+  std::string schedule = "auto";
+  app.add_option("--schedule", schedule, "cohort: auto, overlap or alternate (CohortOptions::Schedule)")
+      ->check(CLI::IsMember({"auto", "overlap", "alternate"}));
   app.add_option("--batch", batch, "batch size of the batched forward and the cohort")->check(CLI::Range(1, 256));
   app.add_option("--work", work, "folder for the scan files (default: a fresh temporary folder)");
   app.add_option("--out", out, "write the results as JSON here");
@@ -247,6 +258,13 @@ int main(int argc, char** argv) {
     stage(st, "resample_1mm_noaa",
           [&] { preprocess::resample_to_spacing(scan, {1.0, 1.0, 5.0}, preprocess::Interp::Linear, 0.0, false); }, repeats);
     stage(st, "skull_strip", [&] { preprocess::skull_strip(scan); }, repeats);
+    // the pipeline's strip: the scan on the 1 x 1 x 5 mm grid, cropped to the head
+    {
+      const Volume<float> head = preprocess::crop_to_foreground(
+          preprocess::resample_to_spacing(preprocess::reorient(scan, "RAS"), {1.0, 1.0, 5.0}, preprocess::Interp::Linear, -1024.0),
+          -500, 5);
+      stage(st, "skull_strip_1mm", [&] { preprocess::skull_strip(head); }, repeats);
+    }
 
     // the paper's model with skull stripping in its pipeline
     const model::ModelConfig cfg = paper_config();
@@ -305,45 +323,66 @@ int main(int argc, char** argv) {
       co.batch_size = batch;
       co.readers = readers;
       co.reader_threads = reader_threads;
+      co.schedule = schedule == "overlap"     ? model::CohortOptions::Schedule::Overlap
+                    : schedule == "alternate" ? model::CohortOptions::Schedule::Alternate
+                                              : model::CohortOptions::Schedule::Auto;
       cm.predict_files({paths[0]}, co);  // warm-up
       device_sync();
-      const auto t0 = Clock::now();
-      std::vector<model::CohortItem> items = cm.predict_files(paths, co);
-      device_sync();
-      const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-      int ok = 0;
-      for (const auto& it : items) ok += it.ok;
-      if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
-      const double fwd_ms = st["forward_b" + std::to_string(batch)]["median_ms"].get<double>();
-      const double bound = batch / (fwd_ms / 1e3);
-      // What one scan's reading and preprocessing cost in CPU time: the 8 files read and
-      // prepared on one thread (a reader's work), per scan
-      json rounds;
-      {
-        ThreadCap one(1);
-        rounds = timeit([&] { for (const std::string& f : files) cm.impl()->prepare(io::read(f)); }, 2);
-      }
-      const double prep = rounds["median_ms"].get<double>() / static_cast<double>(files.size());
+      // This VM's speed wanders by up to 2x within minutes, so the cohort and the bound it is
+      // compared with are measured side by side, round after round: each round times the
+      // batched forward alone (median of 3), the cohort, and one scan's reading and
+      // preprocessing on one thread (a reader's work: the 8 files, per scan). The fraction is
+      // each round's own; the report gives the median round.
       const int threads = runtime_info().threads;
-      r["cohort"] = {{"scans", cohort},
-                     {"batch", batch},
-                     {"readers", co.readers},
-                     {"seconds", sec},
-                     {"scans_per_s", cohort / sec},
-                     {"model_bound_scans_per_s", bound},
-                     {"fraction_of_bound", (cohort / sec) / bound},
-                     {"prepare_ms_one_thread", prep}};
-      if (!g_cuda) {
-        // the network and the readers share the same cores: per scan, the forward's share of a
-        // batch plus the preparation spread over every core, if nothing were lost to switching
-        const double shared = 1e3 / (fwd_ms / batch + prep / threads);
-        r["cohort"]["cores_shared_bound_scans_per_s"] = shared;
-        r["cohort"]["fraction_of_cores_shared_bound"] = (cohort / sec) / shared;
-      } else {
-        // the readers (one per core but one, one thread each) alone
-        const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-        r["cohort"]["readers_bound_scans_per_s"] = (hw > 1 ? hw - 1 : 1) * 1e3 / prep;
+      json round_list = json::array();
+      for (int round = 0; round < cohort_rounds; ++round) {
+        const double fwd_ms = timeit([&] { m.impl()->infer(xb); }, 3)["median_ms"].get<double>();
+        const auto t0 = Clock::now();
+        std::vector<model::CohortItem> items = cm.predict_files(paths, co);
+        device_sync();
+        const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+        int ok = 0;
+        for (const auto& it : items) ok += it.ok;
+        if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
+        json prep_t;
+        {
+          ThreadCap one(1);
+          prep_t = timeit([&] { for (const std::string& f : files) cm.impl()->prepare(io::read(f)); }, 1);
+        }
+        const double prep = prep_t["median_ms"].get<double>() / static_cast<double>(files.size());
+        const double bound = batch / (fwd_ms / 1e3);
+        json rd = {{"seconds", sec}, {"scans_per_s", cohort / sec}, {"forward_ms", fwd_ms}, {"model_bound_scans_per_s", bound},
+                   {"fraction_of_bound", (cohort / sec) / bound}, {"prepare_ms_one_thread", prep}};
+        if (!g_cuda) {
+          // the network and the readers share the same cores: per scan, the forward's share of a
+          // batch plus the preparation spread over every core, if nothing were lost to switching
+          const double shared = 1e3 / (fwd_ms / batch + prep / threads);
+          rd["cores_shared_bound_scans_per_s"] = shared;
+          rd["fraction_of_cores_shared_bound"] = (cohort / sec) / shared;
+        } else {
+          // the readers (one per core but one, one thread each) alone
+          const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+          rd["readers_bound_scans_per_s"] = (hw > 1 ? hw - 1 : 1) * 1e3 / prep;
+        }
+        std::cerr << "bench_device: cohort round " << round + 1 << ": " << rd.dump() << "\n";
+        round_list.push_back(rd);
       }
+      std::vector<std::size_t> order(round_list.size());
+      for (std::size_t q = 0; q < order.size(); ++q) order[q] = q;
+      std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return round_list[a]["fraction_of_bound"].get<double>() < round_list[b]["fraction_of_bound"].get<double>();
+      });
+      json c = round_list[order[order.size() / 2]];  // the median round
+      c["scans"] = cohort;
+      c["batch"] = batch;
+      c["schedule"] = schedule;
+      c["readers"] = co.readers;
+      c["rounds"] = round_list;
+      std::vector<double> fr;
+      for (const auto& rd : round_list) fr.push_back(rd["fraction_of_bound"].get<double>());
+      c["fraction_of_bound_min"] = *std::min_element(fr.begin(), fr.end());
+      c["fraction_of_bound_max"] = *std::max_element(fr.begin(), fr.end());
+      r["cohort"] = c;
       r["peak_rss_mb_with_cohort"] = peak_rss_mb();
     }
 
