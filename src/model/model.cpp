@@ -607,8 +607,9 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   if (n == 0) return out;
   const std::size_t batch = static_cast<std::size_t>(options.batch_size);
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  // On the CPU the network takes every core and one reader keeps ahead of it; on a GPU the
-  // cores only prepare scans: one reader per core but one, one kernel thread each.
+  // On a GPU the cores only prepare scans: one reader per core but one, one kernel thread each,
+  // beside the network. On the CPU (alternating) one reader per core, one thread each, while
+  // the network is not running; overlapping there, one reader per 4 cores beside it.
   const bool gpu = !impl_->device.is_cpu();
   const bool alternate = options.schedule == CohortOptions::Schedule::Alternate ||
                          (options.schedule == CohortOptions::Schedule::Auto && !gpu);
