@@ -1,6 +1,7 @@
 #include "ichkit/preprocess/pipeline.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "ichkit/core/threading.h"
 #include "ichkit/preprocess/crop.h"
@@ -203,35 +204,30 @@ PipelineResult Pipeline::run(const Volume<float>& scan) const {
   r.scan_shape = scan.shape();
   Volume<float> v = scan;
   const Step* win = nullptr;
+  auto is_resample = [](const Step& s) { return s.op == "resample_to_spacing" || s.op == "resample_to_shape"; };
+  // A reorientation that only flips axes, followed by a resampling, is not carried out: the
+  // resampling reads the scan as it is and maps it onto the grid the two steps give (flips are
+  // exact in world space), without the reoriented copy. `pending` is that reoriented grid.
+  std::optional<Reorientation> pending;
   for (std::size_t n = 0; n < steps_.size(); ++n) {
     const Step& s = steps_[n];
-    const Step* next = n + 1 < steps_.size() ? &steps_[n + 1] : nullptr;
-    if (s.op == "reorient" && next && (next->op == "resample_to_spacing" || next->op == "resample_to_shape")) {
-      // a reorientation that only flips axes, then a resampling: one resampling of the scan as
-      // it is onto the grid the two steps give (flips are exact in world space), without the
-      // reoriented copy
-      const Reorientation ro = reorientation(v.geometry(), v.shape(), s.text);
-      if (ro.keeps_axes()) {
-        const Interp interp = interp_from_string(next->text);
-        const auto& x = next->values;
-        if (next->op == "resample_to_spacing") {
-          const auto [g, shape] = grid_with_spacing(ro.geometry, ro.shape, {x[0], x[1], x[2]});
-          v = preprocess::resample(v, g, shape, interp, -1024.0);
-        } else {
-          const Shape3 shape{std::size_t(x[0]), std::size_t(x[1]), std::size_t(x[2])};
-          v = preprocess::resample(v, grid_with_shape(ro.geometry, ro.shape, shape), shape, interp, -1024.0);
-        }
-        ++n;
-        continue;
+    if (s.op == "reorient") {
+      Reorientation ro = reorientation(v.geometry(), v.shape(), s.text);
+      if (ro.keeps_axes() && n + 1 < steps_.size() && is_resample(steps_[n + 1])) pending = std::move(ro);
+      else v = preprocess::reorient(v, s.text);
+    } else if (is_resample(s)) {
+      const Geometry& g = pending ? pending->geometry : v.geometry();
+      const Shape3& shape = pending ? pending->shape : v.shape();
+      std::pair<Geometry, Shape3> to;
+      if (s.op == "resample_to_spacing") {
+        to = grid_with_spacing(g, shape, {s.values[0], s.values[1], s.values[2]});
+      } else {
+        const Shape3 out{std::size_t(s.values[0]), std::size_t(s.values[1]), std::size_t(s.values[2])};
+        to = {grid_with_shape(g, shape, out), out};
       }
-    }
-    if (s.op == "reorient") v = preprocess::reorient(v, s.text);
-    else if (s.op == "resample_to_spacing")
-      v = preprocess::resample_to_spacing(v, {s.values[0], s.values[1], s.values[2]}, interp_from_string(s.text), -1024.0);
-    else if (s.op == "resample_to_shape")
-      v = preprocess::resample_to_shape(v, {std::size_t(s.values[0]), std::size_t(s.values[1]), std::size_t(s.values[2])},
-                                        interp_from_string(s.text), -1024.0);
-    else if (s.op == "crop_to_foreground") v = preprocess::crop_to_foreground(v, s.a, s.b);
+      v = preprocess::resample(v, to.first, to.second, interp_from_string(s.text), -1024.0);
+      pending.reset();
+    } else if (s.op == "crop_to_foreground") v = preprocess::crop_to_foreground(v, s.a, s.b);
     else if (s.op == "center_crop_or_pad")
       v = preprocess::center_crop_or_pad(v, {std::size_t(s.values[0]), std::size_t(s.values[1]), std::size_t(s.values[2])},
                                          static_cast<float>(s.a));
