@@ -686,31 +686,13 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
 
   Batcher batches(batch, [&](const std::vector<torch::Tensor>& xs, const std::vector<preprocess::PipelineResult>& prs,
                              const std::vector<std::size_t>& idx) {
-    struct Gate {  // alternating: the network waits for the scans in preparation, then runs alone
-      bool on;
-      std::mutex& m;
-      std::condition_variable& cv;
-      bool& running;
-      int& in_flight;
-      Gate(bool on_, std::mutex& m_, std::condition_variable& cv_, bool& running_, int& in_flight_)
-          : on(on_), m(m_), cv(cv_), running(running_), in_flight(in_flight_) {
-        if (!on) return;
-        std::unique_lock<std::mutex> lock(m);
-        running = true;
-        cv.wait(lock, [&] { return in_flight == 0; });
-      }
-      ~Gate() {
-        if (!on) return;
-        {
-          std::lock_guard<std::mutex> lock(m);
-          running = false;
-        }
-        cv.notify_all();
-      }
-    };
     try {
       const torch::Tensor x = impl_->stack(xs);
-      Gate gate(alternate, m, cv, network_running, in_flight);
+      if (alternate) {  // the network waits for the scans in preparation, then runs alone
+        std::unique_lock<std::mutex> lock(m);
+        network_running = true;
+        cv.wait(lock, [&] { return in_flight == 0; });
+      }
       MultiTaskNetImpl::Output o;
       with_network_errors(x, [&] { o = impl_->infer(x); });
       // the scans of a batch are decoded side by side: a mask head's map goes back to its
@@ -721,6 +703,13 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
       for (std::size_t i : idx) out[i].ok = true;
     } catch (const std::exception& e) {  // this batch fails; the others go on
       for (std::size_t i : idx) out[i].error = e.what();
+    }
+    if (alternate) {  // the readers go on (anything else thrown above stops them: the Joiner)
+      {
+        std::lock_guard<std::mutex> lock(m);
+        network_running = false;
+      }
+      cv.notify_all();
     }
   });
   for (std::size_t i = 0; i < n; ++i) {
