@@ -173,8 +173,9 @@ def run_side(args):
         size = [int(round(n * f)) for n, f in zip(hu.shape, factors)][::-1]
         stage("resample_1mm", lambda: pp.torch_resize(hu, size, device))
     stage("skull_strip", lambda: pp.skull_strip(hu, spacing))
-    head = pp.crop_fg(to_1mm(hu, spacing, side, device))
-    stage("skull_strip_1mm", lambda: pp.skull_strip(head, (1.0, 1.0, 5.0)))
+    if want is None or "skull_strip_1mm" in want:  # its input made only when it is timed
+        head = pp.crop_fg(to_1mm(hu, spacing, side, device))
+        stage("skull_strip_1mm", lambda: pp.skull_strip(head, (1.0, 1.0, 5.0)))
     stage("preprocess", lambda: preprocess(hu, spacing, side, device))
     x1 = preprocess(hu, spacing, side, device)
     r["network_input"] = list(x1.shape)

@@ -259,7 +259,7 @@ int main(int argc, char** argv) {
           [&] { preprocess::resample_to_spacing(scan, {1.0, 1.0, 5.0}, preprocess::Interp::Linear, 0.0, false); }, repeats);
     stage(st, "skull_strip", [&] { preprocess::skull_strip(scan); }, repeats);
     // the pipeline's strip: the scan on the 1 x 1 x 5 mm grid, cropped to the head
-    {
+    if (wanted("skull_strip_1mm")) {
       const Volume<float> head = preprocess::crop_to_foreground(
           preprocess::resample_to_spacing(preprocess::reorient(scan, "RAS"), {1.0, 1.0, 5.0}, preprocess::Interp::Linear, -1024.0),
           -500, 5);
