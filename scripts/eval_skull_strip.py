@@ -54,7 +54,7 @@ def main():
         brain = case["brain"].array > 0
         hem = case["mask"].array > 0
         hu = case["image"].array
-        dice = 2 * np.count_nonzero(m & brain) / (np.count_nonzero(m) + np.count_nonzero(brain))
+        dice = dice_of(m, brain)
         kept = np.count_nonzero(m & hem) / max(1, np.count_nonzero(hem))
         kept300 = np.count_nonzero(m & hem & (hu <= 300)) / max(1, np.count_nonzero(hem & (hu <= 300)))
         rows.append((n, case["location"], case["ivh"], [0, 15, 18, 20][n % 4], case["volume_ml"], dice, kept, kept300, dt))
