@@ -127,8 +127,9 @@ void finish(Heatmap& h) {
 std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const torch::Tensor& x,
                                        const std::vector<preprocess::PipelineResult>& prs,
                                        const std::vector<Target>& targets, const Options& options) {
-  MultiTaskNet net = impl.run_net();  // a handle: the CPU master, or its copy on the device
-  const torch::Tensor xd = impl.to_device(x);
+  const bool channels_last = impl.channels_last(x);  // on CUDA, the layout predict() runs this shape in
+  MultiTaskNet net = impl.run_net(channels_last);    // a handle: the CPU master, or its copy on the device
+  const torch::Tensor xd = impl.to_device(x, channels_last);
   const int stage = stage_index(options.layer);
   const int last = static_cast<int>(model::EncoderConfig::stage_names().size()) - 1;
   bool reads_all = false;

@@ -420,15 +420,20 @@ std::shared_ptr<const FastEncoder> Model::Impl::fast_encoder() const {
 }
 
 void Model::Impl::weights_changed() {
-  std::lock_guard<std::mutex> lock(fast_mutex_);
-  fast_.reset();
-  device_net_ = MultiTaskNet(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(fast_mutex_);
+    fast_.reset();
+    device_net_[0] = device_net_[1] = MultiTaskNet(nullptr);
+  }
+  std::lock_guard<std::mutex> lock(layout_mutex_);  // not inside fast_mutex_: channels_last() takes them the other way round
+  layout_.clear();
 }
 
-MultiTaskNet Model::Impl::run_net() const {
+MultiTaskNet Model::Impl::run_net(bool channels_last) const {
   if (device.is_cpu() && dtype == torch::kFloat32) return net;
   std::lock_guard<std::mutex> lock(fast_mutex_);
-  if (!device_net_) {
+  MultiTaskNet& slot = device_net_[channels_last ? 1 : 0];
+  if (!slot) {
     // the copy may be made inside an inference-mode call (predict); its weights must still be
     // ordinary tensors, since explain() runs autograd through them
     c10::InferenceMode not_inference(false);
@@ -437,22 +442,51 @@ MultiTaskNet Model::Impl::run_net() const {
     load_state(copy, named_state(master));
     copy->to(device, dtype);
     copy->eval();
-    if (device.is_cuda()) {
+    if (channels_last) {
       torch::NoGradGuard ng;
       for (auto& p : copy->named_parameters(true))
         if (p.value().dim() == 5) p.value().set_data(p.value().contiguous(at::MemoryFormat::ChannelsLast3d));
     }
-    device_net_ = copy;
+    slot = copy;
   }
-  return device_net_;
+  return slot;
 }
 
-torch::Tensor Model::Impl::to_device(const torch::Tensor& x) const {
+torch::Tensor Model::Impl::to_device(const torch::Tensor& x, bool channels_last) const {
   if (device.is_cpu()) return x;  // set_device allows only float32 there
   // pinned staging buffer -> asynchronous host-to-device copy; the kernels that follow are
   // queued on the same stream, so no explicit synchronisation is needed
   torch::Tensor pinned = x.is_pinned() ? x : x.contiguous().pin_memory();
-  return pinned.to(device, dtype, /*non_blocking=*/true).contiguous(at::MemoryFormat::ChannelsLast3d);
+  torch::Tensor d = pinned.to(device, dtype, /*non_blocking=*/true);
+  return channels_last ? d.contiguous(at::MemoryFormat::ChannelsLast3d) : d;
+}
+
+bool Model::Impl::channels_last(const torch::Tensor& x) const {
+  if (!device.is_cuda()) return false;
+  if (cuda_layout != CudaLayout::Auto) return cuda_layout == CudaLayout::ChannelsLast;
+  std::lock_guard<std::mutex> lock(layout_mutex_);
+  const std::vector<int64_t> shape = x.sizes().vec();
+  if (auto it = layout_.find(shape); it != layout_.end()) return it->second;
+  // Time a forward of this batch in both layouts: one untimed run each (cuDNN's own algorithm
+  // search for the shape, allocations), then the best of three. A few forwards, once per shape.
+  c10::InferenceMode guard;
+  double best[2] = {0, 0};
+  for (int cl = 0; cl < 2; ++cl) {
+    MultiTaskNet n = run_net(cl == 1);
+    const torch::Tensor xd = to_device(x, cl == 1);
+    n->forward(xd);
+    torch::cuda::synchronize();
+    best[cl] = 1e300;
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      n->forward(xd);
+      torch::cuda::synchronize();
+      best[cl] = std::min(best[cl], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  const bool cl = best[1] < best[0];
+  layout_.emplace(shape, cl);
+  return cl;
 }
 
 void Model::Impl::outputs_to_host(MultiTaskNetImpl::Output& out) {
@@ -468,8 +502,9 @@ MultiTaskNetImpl::Output Model::Impl::infer(const torch::Tensor& x) const {
     for (const auto& h : n->heads()) all = all || h->reads_all_stages();
     return n->forward_heads(fast->forward(x, all), x);
   }
-  MultiTaskNet n = run_net();
-  MultiTaskNetImpl::Output out = n->forward(to_device(x));
+  const bool cl = channels_last(x);
+  MultiTaskNet n = run_net(cl);
+  MultiTaskNetImpl::Output out = n->forward(to_device(x, cl));
   outputs_to_host(out);
   return out;
 }
@@ -500,6 +535,9 @@ void Model::set_device(const std::string& device, const std::string& precision) 
   impl_->weights_changed();
   impl_->device = d;
   impl_->dtype = dt;
+  // the network's input shape is fixed by the pipeline: the case cuDNN's algorithm search is
+  // for (process-wide, as torch.backends.cudnn.benchmark)
+  if (d.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
 }
 
 std::string Model::device() const { return impl_->device.str(); }

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "ichkit/core/error.h"
+#include "ichkit/explain/gradcam.h"
 #include "ichkit/io/nifti.h"
 #include "ichkit/model/detail/impl.h"
 #include "ichkit/model/model.h"
@@ -226,13 +227,38 @@ TEST_CASE("model: set_device refuses what this build cannot run, and 'cpu' chang
   CHECK(after["prognosis"].probabilities == before["prognosis"].probabilities);
 }
 
-TEST_CASE("model: on CUDA, float32 predictions equal the CPU's and bfloat16 stays close" * doctest::skip(!torch::cuda::is_available())) {
+TEST_CASE("model: on CUDA, float32 predictions and Grad-CAM maps equal the CPU's in either memory layout; bfloat16 stays close" *
+          doctest::skip(!torch::cuda::is_available())) {
   Model m(small_config(), 17);
   const Prediction cpu = m.predict(scan());
-  m.set_device("cuda");
-  const Prediction gpu = m.predict(scan());
-  CHECK(gpu["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(1e-4));
-  CHECK(gpu["prognosis"].probabilities[1] == doctest::Approx(cpu["prognosis"].probabilities[1]).epsilon(1e-4));
+  const std::vector<explain::Target> targets{explain::Target("volume"), explain::Target("prognosis", 1)};
+  const explain::Explanation ecpu = explain::explain(m, scan(), targets);
+  using Layout = Model::Impl::CudaLayout;
+  for (Layout layout : {Layout::Contiguous, Layout::ChannelsLast, Layout::Auto}) {
+    CAPTURE(static_cast<int>(layout));
+    m.impl()->cuda_layout = layout;
+    m.set_device("cuda");  // a fresh device copy in that layout
+    const Prediction gpu = m.predict(scan());
+    // cuDNN runs float32 convolutions in TF32 by default (as PyTorch does): ~1e-3 relative
+    CHECK(gpu["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(5e-3));
+    CHECK(std::abs(gpu["prognosis"].probabilities[1] - cpu["prognosis"].probabilities[1]) < 2e-3);
+    const explain::Explanation egpu = explain::explain(m, scan(), targets);
+    REQUIRE(egpu.maps.size() == ecpu.maps.size());
+    for (std::size_t t = 0; t < egpu.maps.size(); ++t) {
+      const Volume<float>& a = egpu.maps[t].normalized;
+      const Volume<float>& b = ecpu.maps[t].normalized;
+      REQUIRE(a.shape() == b.shape());
+      CHECK(a.geometry().affine().isApprox(b.geometry().affine()));
+      double worst = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a.data()[i] - b.data()[i])));
+      CHECK(worst < 0.02);  // maps in [0, 1]
+    }
+    // Auto decided once for this shape and keeps to it
+    if (layout == Layout::Auto) {
+      const torch::Tensor x = m.impl()->prepare(scan()).first;
+      CHECK(m.impl()->channels_last(x) == m.impl()->channels_last(x));
+    }
+  }
   m.set_device("cuda", "bfloat16");
   const Prediction bf = m.predict(scan());
   CHECK(bf["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(0.05));

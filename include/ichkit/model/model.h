@@ -124,6 +124,9 @@ public:
   /// Run predict() and explain() on `device` ("cpu", "cuda", "cuda:N") in `precision`
   /// ("float32"; on CUDA also "bfloat16" or "float16"). The float32 CPU weights stay the
   /// master copy (training, state(), save()); the device gets a converted copy on first use.
+  /// On CUDA the first batch of each input shape times the network in both memory layouts
+  /// (NCDHW, NDHWC) and keeps the faster, and cuDNN's algorithm search is switched on for the
+  /// process (as torch.backends.cudnn.benchmark = True: the pipeline fixes the input shape).
   /// InvalidArgument when the device is not available. Not to be called while another thread
   /// predicts with this model.
   void set_device(const std::string& device, const std::string& precision = "float32");
