@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <condition_variable>
 #include <sstream>
 #include <thread>
@@ -558,7 +559,17 @@ torch::Tensor Model::Impl::stack(const std::vector<torch::Tensor>& xs) const {
   std::vector<int64_t> shape = xs[0].sizes().vec();
   shape[0] = static_cast<int64_t>(xs.size());
   torch::Tensor x = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(device.is_cuda()));
-  for (std::size_t r = 0; r < xs.size(); ++r) x[static_cast<int64_t>(r)].copy_(xs[r][0]);
+  if (device.is_cuda()) {
+    // one thread: on a GPU the other cores are busy reading the next scans (predict_files),
+    // and LibTorch's copy_ would wake its whole OpenMP team beside them
+    const std::size_t bytes = static_cast<std::size_t>(xs[0].numel()) * sizeof(float);
+    for (std::size_t r = 0; r < xs.size(); ++r) {
+      const torch::Tensor src = xs[r].contiguous().to(torch::kFloat32);
+      std::memcpy(static_cast<char*>(x.data_ptr()) + r * bytes, src.data_ptr(), bytes);
+    }
+  } else {
+    for (std::size_t r = 0; r < xs.size(); ++r) x[static_cast<int64_t>(r)].copy_(xs[r][0]);
+  }
   return x;
 }
 
@@ -657,7 +668,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
                                           : static_cast<int>(std::clamp(hw / 4, 1u, 4u));
   const int reader_threads = options.reader_threads > 0 ? options.reader_threads : gpu || alternate ? 1 : 0;
   const std::size_t ahead = options.ahead > 0 ? static_cast<std::size_t>(options.ahead)
-                                              : std::max<std::size_t>(2 * batch, static_cast<std::size_t>(readers));
+                                              : std::max<std::size_t>(2 * batch, 2 * static_cast<std::size_t>(readers));
 
   struct Ready {
     torch::Tensor x;
@@ -722,6 +733,10 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   } joiner{m, cv, stop, threads};
   for (int r = 0; r < readers; ++r) threads.emplace_back(reader);
 
+  // on a GPU this thread only feeds the device, beside a reader on every other core: its own
+  // kernels (decoding a batch) run on this thread alone
+  std::optional<ThreadCap> feeder_cap;
+  if (gpu && !alternate) feeder_cap.emplace(1);
   Batcher batches(batch, [&](const std::vector<torch::Tensor>& xs, const std::vector<preprocess::PipelineResult>& prs,
                              const std::vector<std::size_t>& idx) {
     try {

@@ -79,7 +79,7 @@ struct CohortOptions {
                            ///< thread but one (1 to 32)
   int reader_threads = 0;  ///< kernel threads of each reader (ThreadCap); 0: 1 on a GPU or when alternating,
                            ///< no cap when overlapping on the CPU
-  int ahead = 0;           ///< scans prepared ahead of the network; 0: max(2 x batch_size, readers)
+  int ahead = 0;           ///< scans prepared ahead of the network; 0: max(2 x batch_size, 2 x readers)
   Schedule schedule = Schedule::Auto;
   io::ReadOptions read;
 };
