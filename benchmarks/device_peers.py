@@ -55,6 +55,15 @@ def _numpy2_shims():
         np.sctypes = {"int": [np.int8, np.int16, np.int32, np.int64], "uint": [np.uint8, np.uint16, np.uint32, np.uint64],
                       "float": [np.float16, np.float32, np.float64, np.longdouble],
                       "complex": [np.complex64, np.complex128, np.clongdouble], "others": [bool, object, bytes, str, np.void]}
+    if "numpy.compat" not in sys.modules:
+        try:
+            import numpy.compat  # noqa: F401 - NumPy 1
+        except ImportError:  # NumPy 2 removed numpy.compat; nibabel 5.0 imports asstr from it
+            import types
+            compat, py3k = types.ModuleType("numpy.compat"), types.ModuleType("numpy.compat.py3k")
+            py3k.asstr = lambda s: s.decode("latin1") if isinstance(s, bytes) else str(s)
+            compat.py3k = py3k
+            sys.modules["numpy.compat"], sys.modules["numpy.compat.py3k"] = compat, py3k
     if "maximum_sctype" not in np.__dict__:
         def maximum_sctype(t):
             kind = np.dtype(t).kind
@@ -65,12 +74,37 @@ def _numpy2_shims():
 READER = "nibabel"
 
 
+def _nibabel_works(nib):
+    """Raise unless nibabel round-trips what the benchmark reads and writes (scaled int16 and
+    float32 .nii.gz) on this NumPy: a nibabel older than the NumPy can import and fail later."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        a = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+        img = nib.Nifti1Image(a, np.diag([0.5, 0.5, 5.0, 1.0]))
+        img.header.set_slope_inter(2.0, -1024.0)
+        nib.save(img, os.path.join(d, "a.nii.gz"))
+        back = nib.load(os.path.join(d, "a.nii.gz")).get_fdata(dtype=np.float32)
+        if not np.array_equal(back, a.astype(np.float32) * 2 - 1024):
+            raise RuntimeError("scaled int16 round trip changed the values")
+        f = np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 3, 4)
+        nib.save(nib.Nifti1Image(f, np.eye(4)), os.path.join(d, "f.nii.gz"))
+        if not np.array_equal(nib.load(os.path.join(d, "f.nii.gz")).get_fdata(dtype=np.float32), f):
+            raise RuntimeError("float32 round trip changed the values")
+
+
+_NIB = None  # nibabel, once checked
+
+
 def _nibabel():
-    global READER
+    global READER, _NIB
+    if _NIB is not None:
+        return _NIB
     if READER == "nibabel" and not os.environ.get("ICHKIT_PEER_NO_NIBABEL"):
         try:
             _numpy2_shims()
             import nibabel as nib
+            _nibabel_works(nib)
+            _NIB = nib
             return nib
         except Exception as e:  # noqa: BLE001 - e.g. Debian's nibabel 5.0 under NumPy 2 (GPU machines)
             print(f"device_peers: nibabel unusable here ({e!r}); reading/writing with gzip + numpy", file=sys.stderr)

@@ -31,7 +31,7 @@ def ratio(peer, ours):
     return f"**{peer['median_ms'] / ours['median_ms']:.1f}x**" if peer and ours else "-"
 
 
-def report(ich, peers, alone=None):
+def report(ich, peers, alone=None, bf16=None):
     batch = ich.get("cohort", {}).get("batch") or next(
         (int(k[9:]) for k in ich["stages"] if k.startswith("forward_b") and k != "forward_b1"), 4)
     d, t = peers.get("default", {}), peers.get("tuned", {})
@@ -84,10 +84,43 @@ def report(ich, peers, alone=None):
             b = c["readers_bound_scans_per_s"]
             lines.append(f"| readers bound (reading and preprocessing, {c['prepare_ms_one_thread']:.0f} ms of one core "
                          f"per scan, one reader per core but one) | {b:.1f} | {60 * b:.0f} | |")
+        if "readers_alone_scans_per_s" in c:
+            b = c["readers_alone_scans_per_s"]
+            lines.append(f"| the {c.get('readers', '')} readers measured alone, side by side (no network) | {b:.1f} | "
+                         f"{60 * b:.0f} | ichkit at **{c['scans_per_s'] / b:.2f}** of it |")
         tc = t.get("cohort")
         if tc:
             lines.append(f"| tuned peer, serial ({tc['scans']} scans timed) | {tc['scans_per_s']:.3f} | "
                          f"{60 * tc['scans_per_s']:.1f} | ichkit **{c['scans_per_s'] / tc['scans_per_s']:.1f}x** |")
+    if ich.get("cuda_layout"):
+        lay = ich["cuda_layout"]
+        lines += ["", "Memory layout on CUDA (the model times both on its first batch of each shape and keeps the "
+                  "faster; each forced, same run):", "",
+                  "| forward | chosen | ms as chosen | NCDHW forced ms | NDHWC forced ms |", "|---|---|---|---|---|"]
+        for b in ("1", str(batch)):
+            row = [ich["stages"].get(f"forward_b{b}{tag}") for tag in ("", "_ncdhw", "_ndhwc")]
+            if row[0]:
+                lines.append(f"| batch {b} | {lay.get('b' + b, '?')} | " + " | ".join(ms(x) for x in row) + " |")
+    refs = [(ich["precision"], ich.get("cpu_reference"), ich.get("prediction"))]
+    if bf16:
+        refs.append((bf16["precision"], bf16.get("cpu_reference"), bf16.get("prediction")))
+    if any(r for _, r, _ in refs):
+        lines += ["", "Against the CPU (the same weights and scan, float32 on the CPU):", "",
+                  "| on the device | volume mL (CPU) | difference | P(poor) (CPU) | difference | maps: max abs difference "
+                  "(normalized, [0, 1]) / Pearson r |", "|---|---|---|---|---|---|"]
+        for prec, r, pred in refs:
+            if not r:
+                continue
+            maps = ", ".join(f"{m['head']} {m['max_abs_diff_normalized']:.1e} / {m['pearson']:.6f}" for m in r["maps"])
+            lines.append(f"| {prec}: volume {pred['volume_ml']:.4f}, P(poor) {pred['p_poor']:.5f} | {r['volume_ml']:.4f} | "
+                         f"{r['volume_abs_diff_ml']:.1e} | {r['p_poor']:.5f} | {r['p_poor_abs_diff']:.1e} | {maps} |")
+    if bf16:
+        lines += ["", "| bfloat16 against float32 on the device | float32 ms | bfloat16 ms | float32 / bfloat16 |",
+                  "|---|---|---|---|"]
+        for key in ("forward_b1", f"forward_b{batch}", "gradcam_both", "gradcam_both_from_scan", "end_to_end"):
+            a, b = ich["stages"].get(key), bf16["stages"].get(key)
+            if a and b:
+                lines.append(f"| {key} | {ms(a)} | {ms(b)} | {a['median_ms'] / b['median_ms']:.2f}x |")
     ce = ich.get("ceilings")
     if ce:
         lines += ["", "| ceiling (same run) | measured | ichkit | ichkit / ceiling |", "|---|---|---|---|"]
@@ -109,6 +142,7 @@ def main():
     ap.add_argument("peers")
     ap.add_argument("--out")
     ap.add_argument("--title", default="")
+    ap.add_argument("--bf16", help="bench_device's result for --precision bfloat16 (same device)")
     ap.add_argument("--rss", nargs=2, metavar=("ICHKIT", "PEERS"),
                     help="results of both sides run with --only end_to_end (their own peak RSS)")
     a = ap.parse_args()
@@ -120,11 +154,12 @@ def main():
     if a.rss:
         ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
         rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
-    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss)
+    bf16 = json.loads(Path(a.bf16).read_text()) if a.bf16 else None
+    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss, bf16)
     if a.out:
         Path(a.out).write_text(text)
         Path(a.out).with_suffix(".json").write_text(
-            json.dumps({"ichkit": ich, "peers": peers, "end_to_end_alone": rss}, indent=2) + "\n")
+            json.dumps({"ichkit": ich, "peers": peers, "end_to_end_alone": rss, "ichkit_bfloat16": bf16}, indent=2) + "\n")
     print(text)
 
 

@@ -17,6 +17,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -282,6 +283,20 @@ int main(int argc, char** argv) {
     }
     stage(st, "forward_b1", [&] { m.impl()->infer(x1); }, repeats);
     stage(st, "forward_b" + std::to_string(batch), [&] { m.impl()->infer(xb); }, repeats);
+    if (g_cuda) {
+      // the layout the model chose for each batch shape (Auto: the faster of the two in a short
+      // timing on its first batch), and each layout forced, timed like the rows above
+      r["cuda_layout"] = {{"b1", m.impl()->channels_last(x1) ? "NDHWC" : "NCDHW"},
+                          {"b" + std::to_string(batch), m.impl()->channels_last(xb) ? "NDHWC" : "NCDHW"}};
+      using Layout = model::Model::Impl::CudaLayout;
+      for (auto [layout, tag] : {std::pair{Layout::Contiguous, "ncdhw"}, std::pair{Layout::ChannelsLast, "ndhwc"}}) {
+        model::Model ml(cfg, 0);
+        ml.impl()->cuda_layout = layout;
+        ml.set_device(device, precision);
+        stage(st, std::string("forward_b1_") + tag, [&] { ml.impl()->infer(x1); }, repeats);
+        stage(st, "forward_b" + std::to_string(batch) + "_" + tag, [&] { ml.impl()->infer(xb); }, repeats);
+      }
+    }
     const std::vector<explain::Target>& targets = both_heads();
     // Grad-CAM of both heads from the preprocessed scan (what the peers time: the network input
     // in memory, maps on its grid): a model with the same weights whose pipeline is the windows
@@ -307,6 +322,39 @@ int main(int argc, char** argv) {
     // end to end: file in, both heatmaps and the prediction out
     stage(st, "end_to_end", [&] { end_to_end(m, scan_path, work); }, repeats);
     r["prediction"] = {{"volume_ml", ex.prediction["volume"].value}, {"p_poor", ex.prediction["prognosis"].probabilities.at(1)}};
+    if (g_cuda) {
+      // the same weights and scan on the CPU: how far the device's prediction and maps are from it
+      model::Model mc(cfg, 0);
+      const explain::Explanation ec = explain::explain(mc, scan, targets, eo);
+      json maps = json::array();
+      for (std::size_t t = 0; t < ec.maps.size(); ++t) {
+        const Volume<float>& a = ex.maps[t].normalized;
+        const Volume<float>& b = ec.maps[t].normalized;
+        double worst = 0, sab = 0, saa = 0, sbb = 0, ma = 0, mb = 0;
+        const double n = static_cast<double>(a.size());
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          ma += a.data()[i];
+          mb += b.data()[i];
+        }
+        ma /= n;
+        mb /= n;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          const double da = a.data()[i] - ma, db = b.data()[i] - mb;
+          worst = std::max(worst, std::abs(double(a.data()[i]) - double(b.data()[i])));
+          sab += da * db;
+          saa += da * da;
+          sbb += db * db;
+        }
+        maps.push_back({{"head", ec.maps[t].head}, {"max_abs_diff_normalized", worst},
+                        {"pearson", sab / std::sqrt(std::max(1e-300, saa * sbb))}});
+      }
+      const double vc = ec.prediction["volume"].value, pc = ec.prediction["prognosis"].probabilities.at(1);
+      r["cpu_reference"] = {{"volume_ml", vc}, {"p_poor", pc},
+                            {"volume_abs_diff_ml", std::abs(ex.prediction["volume"].value - vc)},
+                            {"p_poor_abs_diff", std::abs(ex.prediction["prognosis"].probabilities.at(1) - pc)},
+                            {"maps", maps}};
+      std::cerr << "bench_device: against the CPU: " << r["cpu_reference"].dump() << "\n";
+    }
 
     r["peak_rss_mb"] = peak_rss_mb();  // the per-scan stages (before the cohort and the ceilings)
     r["peak_rss_mb_after"] = g_rss_after;
@@ -326,7 +374,8 @@ int main(int argc, char** argv) {
       co.schedule = schedule == "overlap"     ? model::CohortOptions::Schedule::Overlap
                     : schedule == "alternate" ? model::CohortOptions::Schedule::Alternate
                                               : model::CohortOptions::Schedule::Auto;
-      cm.predict_files({paths[0]}, co);  // warm-up
+      // warm-up: a full batch (on CUDA the layout choice and cuDNN's algorithm search for its shape)
+      cm.predict_files(std::vector<std::string>(paths.begin(), paths.begin() + std::min<int>(batch, cohort)), co);
       device_sync();
       // This VM's speed wanders by up to 2x within minutes, so the cohort and the bound it is
       // compared with are measured side by side, round after round: each round times the
@@ -360,9 +409,22 @@ int main(int argc, char** argv) {
           rd["cores_shared_bound_scans_per_s"] = shared;
           rd["fraction_of_cores_shared_bound"] = (cohort / sec) / shared;
         } else {
-          // the readers (one per core but one, one thread each) alone
+          // the readers (one per core but one, one thread each) alone: one reader's rate times
+          // their number, and the same readers measured side by side without the network
           const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-          rd["readers_bound_scans_per_s"] = (hw > 1 ? hw - 1 : 1) * 1e3 / prep;
+          const int nr = readers > 0 ? readers : static_cast<int>(hw > 1 ? hw - 1 : 1);
+          rd["readers_bound_scans_per_s"] = nr * 1e3 / prep;
+          std::atomic<int> next{0};
+          const auto r0 = Clock::now();
+          std::vector<std::thread> pool;
+          for (int t = 0; t < nr; ++t)
+            pool.emplace_back([&] {
+              ThreadCap one(1);
+              for (int i; (i = next++) < cohort;) cm.impl()->prepare(io::read(files[static_cast<std::size_t>(i) % files.size()]));
+            });
+          for (auto& t : pool) t.join();
+          rd["readers_alone_scans_per_s"] = cohort / std::chrono::duration<double>(Clock::now() - r0).count();
+          rd["readers"] = nr;
         }
         std::cerr << "bench_device: cohort round " << round + 1 << ": " << rd.dump() << "\n";
         round_list.push_back(rd);
@@ -376,7 +438,7 @@ int main(int argc, char** argv) {
       c["scans"] = cohort;
       c["batch"] = batch;
       c["schedule"] = schedule;
-      c["readers"] = co.readers;
+      if (!c.contains("readers")) c["readers"] = co.readers;
       c["rounds"] = round_list;
       std::vector<double> fr;
       for (const auto& rd : round_list) fr.push_back(rd["fraction_of_bound"].get<double>());
