@@ -733,10 +733,13 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   } joiner{m, cv, stop, threads};
   for (int r = 0; r < readers; ++r) threads.emplace_back(reader);
 
-  // on a GPU this thread only feeds the device, beside a reader on every other core: its own
-  // kernels (decoding a batch) run on this thread alone
+  // On a GPU this thread only feeds the device, beside a reader on every other core: its own
+  // kernels (decoding a batch) run on this thread alone, unless a mask head's decoding (a
+  // full-size resampling per scan) needs the threads more than the readers do.
+  bool mask_heads = false;
+  for (const auto& h : impl_->net->heads()) mask_heads = mask_heads || h->label_kind() == "mask";
   std::optional<ThreadCap> feeder_cap;
-  if (gpu && !alternate) feeder_cap.emplace(1);
+  if (gpu && !alternate && !mask_heads) feeder_cap.emplace(1);
   Batcher batches(batch, [&](const std::vector<torch::Tensor>& xs, const std::vector<preprocess::PipelineResult>& prs,
                              const std::vector<std::size_t>& idx) {
     try {
