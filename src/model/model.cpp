@@ -559,17 +559,16 @@ torch::Tensor Model::Impl::stack(const std::vector<torch::Tensor>& xs) const {
   std::vector<int64_t> shape = xs[0].sizes().vec();
   shape[0] = static_cast<int64_t>(xs.size());
   torch::Tensor x = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(device.is_cuda()));
-  if (device.is_cuda()) {
-    // one thread: on a GPU the other cores are busy reading the next scans (predict_files),
-    // and LibTorch's copy_ would wake its whole OpenMP team beside them
-    const std::size_t bytes = static_cast<std::size_t>(xs[0].numel()) * sizeof(float);
-    for (std::size_t r = 0; r < xs.size(); ++r) {
-      const torch::Tensor src = xs[r].contiguous().to(torch::kFloat32);
-      std::memcpy(static_cast<char*>(x.data_ptr()) + r * bytes, src.data_ptr(), bytes);
-    }
-  } else {
-    for (std::size_t r = 0; r < xs.size(); ++r) x[static_cast<int64_t>(r)].copy_(xs[r][0]);
-  }
+  // memcpy per scan on ichkit's threads, which follow the caller's ThreadCap: predict_files'
+  // feeder on a GPU copies on its own core, beside the readers (LibTorch's copy_ would wake its
+  // whole OpenMP team there); elsewhere the scans are copied side by side
+  const std::size_t bytes = static_cast<std::size_t>(xs[0].numel()) * sizeof(float);
+  std::vector<torch::Tensor> src(xs.size());
+  for (std::size_t r = 0; r < xs.size(); ++r) src[r] = xs[r].to(torch::kFloat32).contiguous();
+  char* dst = static_cast<char*>(x.data_ptr());
+  parallel_for(static_cast<std::int64_t>(xs.size()), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t r = b; r < e; ++r) std::memcpy(dst + std::size_t(r) * bytes, src[std::size_t(r)].data_ptr(), bytes);
+  });
   return x;
 }
 
