@@ -214,7 +214,7 @@ PipelineResult Pipeline::run(const Volume<float>& scan) const {
     if (s.op == "reorient") {
       Reorientation ro = reorientation(v.geometry(), v.shape(), s.text);
       if (ro.keeps_axes() && n + 1 < steps_.size() && is_resample(steps_[n + 1])) pending = std::move(ro);
-      else v = preprocess::reorient(v, s.text);
+      else v = preprocess::reorient(v, ro);
     } else if (is_resample(s)) {
       const Geometry& g = pending ? pending->geometry : v.geometry();
       const Shape3& shape = pending ? pending->shape : v.shape();

@@ -81,12 +81,9 @@ inline Reorientation reorientation(const Geometry& g, const Shape3& in, const st
   return r;
 }
 
-/// Reorder and flip the voxel axes so that they run along `code` (three letters, one of R/L,
-/// A/P, S/I each, e.g. "RAS" or "LPS"). Each output axis takes the input axis closest to it
-/// (nibabel's io_orientation); oblique grids keep their obliquity.
+/// Carry out `ro`, the reorientation(v.geometry(), v.shape(), code) of some code, on `v`.
 template <class T>
-Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
-  const Reorientation ro = reorientation(v.geometry(), v.shape(), code);
+Volume<T> reorient(const Volume<T>& v, const Reorientation& ro) {
   const std::array<int, 3>& src = ro.src;
   const std::array<int, 3>& flip = ro.flip;
   const Shape3 in = v.shape();
@@ -115,6 +112,14 @@ Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
     }
   });
   return out;
+}
+
+/// Reorder and flip the voxel axes so that they run along `code` (three letters, one of R/L,
+/// A/P, S/I each, e.g. "RAS" or "LPS"). Each output axis takes the input axis closest to it
+/// (nibabel's io_orientation); oblique grids keep their obliquity.
+template <class T>
+Volume<T> reorient(const Volume<T>& v, const std::string& code = "RAS") {
+  return reorient(v, reorientation(v.geometry(), v.shape(), code));
 }
 
 }  // namespace ichkit::preprocess
