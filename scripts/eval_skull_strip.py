@@ -20,10 +20,6 @@ LOCS = ["lobar", "basal_ganglia", "thalamus", "cerebellum", "brainstem"]
 pp = ichkit.preprocess
 
 
-def dice_of(a, b):
-    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
-
-
 def on_grid(mask, grid):
     """A 0/1 mask carried onto `grid` (linear, anti-aliased) and cut at 1/2."""
     m = ichkit.Volume(mask.array.astype(np.float32), mask.affine)
@@ -54,13 +50,13 @@ def main():
         brain = case["brain"].array > 0
         hem = case["mask"].array > 0
         hu = case["image"].array
-        dice = dice_of(m, brain)
+        dice = ichkit.metrics.dice(m, brain)
         kept = np.count_nonzero(m & hem) / max(1, np.count_nonzero(hem))
         kept300 = np.count_nonzero(m & hem & (hu <= 300)) / max(1, np.count_nonzero(hem & (hu <= 300)))
         rows.append((n, case["location"], case["ivh"], [0, 15, 18, 20][n % 4], case["volume_ml"], dice, kept, kept300, dt))
         native = ichkit.Volume(m.astype(np.uint8), case["image"].affine)
         _, mc, mn, (bc, hc), dtc = coarse(case["image"], native, [case["brain"], case["mask"]])
-        crows.append((n, case["location"], dice_of(mn, bc), dice_of(mc, bc), dice_of(mc, mn),
+        crows.append((n, case["location"], ichkit.metrics.dice(mn, bc), ichkit.metrics.dice(mc, bc), ichkit.metrics.dice(mc, mn),
                       np.count_nonzero(mn & hc) / max(1, np.count_nonzero(hc)),
                       np.count_nonzero(mc & hc) / max(1, np.count_nonzero(hc)), dtc))
     v, _ = ichkit.io.read_dicom(str(ROOT / "tests" / "data" / "dicom" / "ge-head-tilt"))
@@ -69,7 +65,7 @@ def main():
     ge_comp = ndimage.label(g)[1]
     ge_max = float(v.array[g].max())
     _, gc, gn, _, _ = coarse(v, ichkit.Volume(g.astype(np.uint8), v.affine))
-    ge_coarse = (dice_of(gc, gn), np.count_nonzero(gc), np.count_nonzero(gn))
+    ge_coarse = (ichkit.metrics.dice(gc, gn), np.count_nonzero(gc), np.count_nonzero(gn))
     lines = ["# Skull strip on 20 phantoms and the real GE scan", "",
              "`scripts/eval_skull_strip.py`, default options (opening 5 mm, rim cap 300 HU away from blood; next to a "
              "bleed, rim voxels at least 25 % blood by linear unmixing), 512 x 512 x 32 at "

@@ -37,6 +37,7 @@
 #include "ichkit/io/nifti.h"
 #include "ichkit/io/read.h"
 #include "ichkit/model/detail/impl.h"
+#include "ichkit/model/metrics.h"
 #include "../conv_ceiling.h"
 #include "ichkit/model/model.h"
 #include "ichkit/phantom/phantom.h"
@@ -330,23 +331,11 @@ int main(int argc, char** argv) {
       for (std::size_t t = 0; t < ec.maps.size(); ++t) {
         const Volume<float>& a = ex.maps[t].normalized;
         const Volume<float>& b = ec.maps[t].normalized;
-        double worst = 0, sab = 0, saa = 0, sbb = 0, ma = 0, mb = 0;
-        const double n = static_cast<double>(a.size());
-        for (std::size_t i = 0; i < a.size(); ++i) {
-          ma += a.data()[i];
-          mb += b.data()[i];
-        }
-        ma /= n;
-        mb /= n;
-        for (std::size_t i = 0; i < a.size(); ++i) {
-          const double da = a.data()[i] - ma, db = b.data()[i] - mb;
-          worst = std::max(worst, std::abs(double(a.data()[i]) - double(b.data()[i])));
-          sab += da * db;
-          saa += da * da;
-          sbb += db * db;
-        }
+        const std::vector<double> va(a.data(), a.data() + a.size()), vb(b.data(), b.data() + b.size());
+        double worst = 0;
+        for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, std::abs(va[i] - vb[i]));
         maps.push_back({{"head", ec.maps[t].head}, {"max_abs_diff_normalized", worst},
-                        {"pearson", sab / std::sqrt(std::max(1e-300, saa * sbb))}});
+                        {"pearson", metrics::pearson_r(vb, va)}});
       }
       const double vc = ec.prediction["volume"].value, pc = ec.prediction["prognosis"].probabilities.at(1);
       r["cpu_reference"] = {{"volume_ml", vc}, {"p_poor", pc},
