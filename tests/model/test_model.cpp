@@ -222,6 +222,8 @@ TEST_CASE("model: set_device refuses what this build cannot run, and 'cpu' chang
   }
   CHECK(m.device() == "cpu");  // a refused call leaves the model as it was
   m.set_device("cpu");
+  m.impl()->cuda_layout = Model::Impl::CudaLayout::ChannelsLast;  // a CUDA setting: the CPU ignores it
+  CHECK_FALSE(m.impl()->channels_last(m.impl()->prepare(scan()).first));
   const Prediction after = m.predict(scan());
   CHECK(after["volume"].value == before["volume"].value);
   CHECK(after["prognosis"].probabilities == before["prognosis"].probabilities);
@@ -253,11 +255,8 @@ TEST_CASE("model: on CUDA, float32 predictions and Grad-CAM maps equal the CPU's
       for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a.data()[i] - b.data()[i])));
       CHECK(worst < 0.02);  // maps in [0, 1]
     }
-    // Auto decided once for this shape and keeps to it
-    if (layout == Layout::Auto) {
-      const torch::Tensor x = m.impl()->prepare(scan()).first;
-      CHECK(m.impl()->channels_last(x) == m.impl()->channels_last(x));
-    }
+    // a forced layout is the one used
+    if (layout != Layout::Auto) CHECK(m.impl()->channels_last(m.impl()->prepare(scan()).first) == (layout == Layout::ChannelsLast));
   }
   m.set_device("cuda", "bfloat16");
   const Prediction bf = m.predict(scan());
