@@ -114,7 +114,10 @@ Runner add_demo(CLI::App& app, Globals& g) {
       o.epochs = a->quick ? 4 : 30;
       o.batch_size = 8;
       o.lr = 2e-3;
-      o.patience = 8;
+      // the rate follows a cosine decay and the best weights come as it falls: early stopping in
+      // the noisy high-rate epochs cut the joint model off at epoch 4 of 30 (seed 1: volume MAE
+      // 11.2 mL against 5.8 with all 30 epochs). The best epoch by validation loss is kept.
+      o.patience = o.epochs;
       o.seed = a->seed;
       o.cache_dir = (out / "cache").string();
       o.progress = &bar;

@@ -86,7 +86,10 @@ struct TrainOptions {
   double weight_decay = 1e-4;      ///< AdamW
   double warmup_epochs = 1.0;      ///< linear warm-up, then cosine decay to 0
   double grad_clip = 5.0;          ///< max global gradient norm (0 = off)
-  int patience = 10;               ///< early stopping: epochs without a better validation loss
+  /// early stopping: epochs without a better validation loss. The rate decays to 0 over the
+  /// epochs (cosine), so the best weights tend to come late: a patience much shorter than the
+  /// schedule can stop in the noisy high-rate epochs (set it to `epochs` to keep them all).
+  int patience = 10;
   std::uint64_t seed = 0;
   Augmentation augment;
   std::string cache_dir;           ///< on-disk cache of preprocessed inputs ("" = memory only)
