@@ -154,6 +154,15 @@ void bind_preprocess(py::module_& root) {
         py::arg("blood_rim_fraction") = SkullStripOptions{}.blood_rim_fraction,
         "Brain (intracranial) mask of a CT in HU on the scan's grid (uint8 Volume).");
 
+  m.def("check_hu", [](const py::object& v) {
+          const AnyVolume& av = unwrap(v);
+          Volume<float> hu = as<float>(av);
+          py::gil_scoped_release nogil;
+          check_hu(hu);
+        }, py::arg("volume"),
+        "Raise InvalidArgument unless the scan can be a CT in HU: NaN or infinite voxels, no voxel above -500 "
+        "(no head), or none below 0 with values above 1500 (stored values, not HU). Pipeline.run does this first.");
+
   py::class_<PipelineResult>(m, "PipelineResult", "The network input of one scan and the way back to the scan grid.")
       .def_property_readonly("input", [](const PipelineResult& r) { return channels_array(r.input); },
                              "float32 (C, D, H, W) array (zero-copy).")

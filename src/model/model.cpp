@@ -362,6 +362,7 @@ Model Model::load(const std::string& path, const LoadOptions& options) {
 // ---- prediction --------------------------------------------------------------------------
 
 std::pair<torch::Tensor, preprocess::PipelineResult> Model::Impl::prepare(const Volume<float>& scan) const {
+  preprocess::check_hu(scan);  // NaN, no head, not HU: a clear error rather than a number
   preprocess::PipelineResult pr = pipeline.run(scan);
   torch::Tensor x = channels_tensor(pr.input);
   const int64_t want = net->config().encoder.in_channels;

@@ -248,6 +248,7 @@ private:
     Sample s;
     try {
       const Volume<float> scan = io::read(c.image);
+      preprocess::check_hu(scan);
       preprocess::PipelineResult pr = pipeline_.run(scan);
       s.x = channels_tensor(pr.input).clone();
       if (need_masks_ && !c.mask.empty()) {

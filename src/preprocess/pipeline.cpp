@@ -1,7 +1,11 @@
 #include "ichkit/preprocess/pipeline.h"
 
 #include <nlohmann/json.hpp>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <optional>
+#include <sstream>
 
 #include "ichkit/core/threading.h"
 #include "ichkit/preprocess/crop.h"
@@ -18,6 +22,82 @@ Volume<float> PipelineResult::to_scan(const Volume<float>& on_network_grid, Inte
                         std::to_string(volume.ni()) + " x " + std::to_string(volume.nj()) + " x " +
                         std::to_string(volume.nk()) + ")");
   return resample(on_network_grid, scan_geometry, scan_shape, interp, fill, false);
+}
+
+void check_hu(const Volume<float>& scan) {
+  const std::size_t n = scan.size();
+  if (n == 0) return;
+  const float* x = scan.data();
+  // per chunk: NaN count, min and max (NaN compares false, so it never becomes either; an
+  // infinity does). Eight independent lanes, so the compiler keeps it in vector registers.
+  struct Part {
+    std::size_t nan = 0;
+    float lo = std::numeric_limits<float>::infinity(), hi = -std::numeric_limits<float>::infinity();
+  };
+  constexpr std::int64_t chunk = 1 << 18;
+  const std::int64_t chunks = static_cast<std::int64_t>((n + chunk - 1) / chunk);
+  std::vector<Part> parts(static_cast<std::size_t>(chunks));
+  parallel_for(chunks, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t c = b; c < e; ++c) {
+      const std::size_t first = static_cast<std::size_t>(c) * chunk, last = std::min(n, first + chunk);
+      constexpr int L = 8;
+      float lo[L], hi[L];
+      std::uint32_t nan[L];
+      for (int l = 0; l < L; ++l) lo[l] = Part{}.lo, hi[l] = Part{}.hi, nan[l] = 0;
+      std::size_t i = first;
+      for (; i + L <= last; i += L)
+        for (int l = 0; l < L; ++l) {
+          const float v = x[i + static_cast<std::size_t>(l)];
+          lo[l] = v < lo[l] ? v : lo[l];
+          hi[l] = v > hi[l] ? v : hi[l];
+          nan[l] += v != v;
+        }
+      Part p;
+      for (; i < last; ++i) {
+        p.nan += x[i] != x[i];
+        p.lo = x[i] < p.lo ? x[i] : p.lo;
+        p.hi = x[i] > p.hi ? x[i] : p.hi;
+      }
+      for (int l = 0; l < L; ++l) {
+        p.nan += nan[l];
+        p.lo = std::min(p.lo, lo[l]);
+        p.hi = std::max(p.hi, hi[l]);
+      }
+      parts[static_cast<std::size_t>(c)] = p;
+    }
+  });
+  Part all;
+  for (const Part& p : parts) {
+    all.nan += p.nan;
+    all.lo = std::min(all.lo, p.lo);
+    all.hi = std::max(all.hi, p.hi);
+  }
+  auto where = [&](std::size_t i) {
+    return "(" + std::to_string(i % scan.ni()) + ", " + std::to_string(i / scan.ni() % scan.nj()) + ", " +
+           std::to_string(i / (scan.ni() * scan.nj())) + ")";
+  };
+  auto num = [](float v) {
+    std::ostringstream o;
+    o << v;
+    return o.str();
+  };
+  if (all.nan > 0 || std::isinf(all.lo) || std::isinf(all.hi)) {
+    std::size_t bad = 0, first = n;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!std::isfinite(x[i])) bad += 1, first = std::min(first, i);
+    throw InvalidArgument("the scan holds " + std::to_string(bad) + " NaN or infinite voxel(s), the first at voxel " +
+                          where(first) + " (i, j, k): ichkit needs finite HU; replace them first (air is -1024)");
+  }
+  if (all.hi < -500.0f)
+    throw InvalidArgument("no voxel of the scan is above -500 HU (its values lie in [" + num(all.lo) + ", " + num(all.hi) +
+                          "]): air or padding only, no head - is it a head CT in HU?");
+  if (all.hi - all.lo < 20.0f)
+    throw InvalidArgument("the scan's values span only [" + num(all.lo) + ", " + num(all.hi) + "]: a CT in HU spans hundreds (air about -1000, "
+                          "brain 20 to 45, bone above 700) - is it already normalised or windowed?");
+  if (all.lo >= 0.0f && all.hi > 1500.0f)
+    throw InvalidArgument("no voxel of the scan is below 0 HU and its values reach " + num(all.hi) + " (range [" + num(all.lo) + ", " +
+                          num(all.hi) + "]): these look like stored CT values, not HU (the rescale slope / intercept "
+                          "or NIfTI scl_slope / scl_inter not applied?), or the scan is not a CT; a head CT in HU holds air at about -1000");
 }
 
 Pipeline& Pipeline::add(Step s) {

@@ -291,3 +291,31 @@ def test_skull_strip_blood_against_the_inner_table():
     assert not np.any(off & ~on)  # step 7 only adds
     with pytest.raises(ValueError, match="blood_rim_fraction"):
         pp.skull_strip(case["image"], blood_rim_fraction=0.9)
+
+
+def test_check_hu_refuses_what_cannot_be_ct_in_hu(head):
+    img = head["image"]
+    a = img.array.astype(np.float32)
+    pp.check_hu(img)  # a phantom in HU passes
+    cases = {
+        "NaN or infinite": np.where(np.indices(a.shape)[0] == 7, np.nan, a),
+        "above -500 HU": np.full_like(a, -1024.0),
+        "span only": np.clip((a - 0.0) / 80.0, 0, 1),  # windowed to [0, 1]
+        "stored CT values, not HU": np.maximum(a + 1024.0, 0.0),  # intercept not applied
+    }
+    for words, arr in cases.items():
+        v = ichkit.Volume(arr.astype(np.float32), affine=img.affine)
+        with pytest.raises(ichkit.InvalidArgument, match=words):
+            pp.check_hu(v)
+    # the model refuses a scan with one NaN voxel before its pipeline; the pipeline alone stays
+    # usable on other images (a mask, a map)
+    b = a.copy()
+    b[3, 4, 5] = np.nan
+    config = ichkit.model.default_config()
+    config["encoder"].update(depth=10, width=4)
+    m = ichkit.model.Model(config, seed=0)
+    with pytest.raises(ichkit.InvalidArgument, match=r"1 NaN or infinite voxel\(s\), the first at voxel \(3, 4, 5\)"):
+        m.predict(ichkit.Volume(b, affine=img.affine))
+    with pytest.raises(ichkit.InvalidArgument, match="NaN"):
+        ichkit.explain.explain(m, ichkit.Volume(b, affine=img.affine), ["volume"])
+    pp.Pipeline.default_head_ct().run(ichkit.Volume(head["mask"].array.astype(np.float32), affine=img.affine))

@@ -31,6 +31,16 @@ struct PipelineResult {
   Volume<float> to_scan(const Volume<float>& on_network_grid, Interp interp = Interp::Linear, double fill = 0.0) const;
 };
 
+/// Refuse, with InvalidArgument naming what was found, a scan that cannot be a CT in Hounsfield
+/// units: NaN or infinite voxels; no voxel above -500 HU (air or padding only: no head); values
+/// spanning less than 20 HU (constant, or already normalised / windowed); or no voxel below 0
+/// with values above 1500 (stored values whose rescale slope / intercept was not applied, or not
+/// a CT: a head CT in HU always holds air, about -1000). The model calls it on every scan before
+/// its pipeline (predict, predict_files, explain, training samples); Pipeline::run itself does
+/// not, so that pipelines stay usable on other images (masks, maps). One pass over the voxels,
+/// on the kernel threads.
+void check_hu(const Volume<float>& scan);
+
 class Pipeline {
 public:
   struct Step {
