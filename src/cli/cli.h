@@ -40,6 +40,8 @@ public:
   void begin(const std::string& task, std::int64_t total) override;
   void advance(std::int64_t steps, const std::string& message) override;
   void end() override;
+  /// Print a line on stderr (always, also when the bar is off) without breaking the bar.
+  void note(const std::string& line);
 
 private:
   void draw(bool force);

@@ -106,7 +106,8 @@ Runner add_explain(CLI::App& app, Globals& g) {
     std::vector<json> rows;
     TerminalProgress bar(!g.quiet && !a->json);
     ProgressScope scope(&bar, "explain", static_cast<std::int64_t>(a->scans.size()));
-    for (const std::string& path : a->scans) {
+    std::size_t failed = 0;
+    for (const std::string& path : a->scans) try {
       const Volume<float> scan = io::read(path);
       const explain::Explanation e = explain::explain(m, scan, targets, opts);
       const std::string stem = stem_of(path);
@@ -132,14 +133,21 @@ Runner add_explain(CLI::App& app, Globals& g) {
       }
       rows.push_back(row);
       scope.advance(1, path);
+    } catch (const Error& e) {  // this scan is reported and skipped; the others go on
+      ++failed;
+      bar.note("ichkit: error: " + path + ": " + e.what());
+      rows.push_back({{"scan", path}, {"error", e.what()}});
+      scope.advance(1, path);
     }
+    const int rc = failed ? 1 : 0;  // some scan could not be explained (each named above)
     io::write_file_atomic((fs::path(a->out) / "explain.json").string(), json(rows).dump(2) + "\n");
     if (a->json) {
       std::cout << json(rows).dump(2) << "\n";
-      return 0;
+      return rc;
     }
-    if (g.quiet) return 0;
+    if (g.quiet) return rc;
     for (const json& r : rows) {
+      if (r.contains("error")) continue;  // on stderr already
       std::cout << r["scan"].get<std::string>() << "\n";
       for (const json& j : r["maps"]) {
         std::cout << "  " << j["method"].get<std::string>() << " " << j["head"].get<std::string>() << "[" << j["index"].get<int>() << "]"
@@ -154,7 +162,7 @@ Runner add_explain(CLI::App& app, Globals& g) {
       }
     }
     std::cout << "wrote " << a->out << "/explain.json and the heatmaps\n";
-    return 0;
+    return rc;
   };
 }
 

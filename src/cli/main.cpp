@@ -37,6 +37,14 @@ void TerminalProgress::end() {
   std::lock_guard<std::mutex> lock(m_);
   draw(true);
   if (enabled_) std::fputs("\n", stderr);
+  task_.clear();
+}
+
+void TerminalProgress::note(const std::string& line) {
+  std::lock_guard<std::mutex> lock(m_);
+  std::fputs(((enabled_ ? "\r\033[K" : "") + line + "\n").c_str(), stderr);
+  if (enabled_ && !task_.empty()) draw(true);
+  std::fflush(stderr);
 }
 
 void TerminalProgress::draw(bool force) {

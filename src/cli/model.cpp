@@ -250,7 +250,8 @@ Runner add_predict(CLI::App& app, Globals& g) {
     std::vector<json> rows;
     TerminalProgress bar(!g.quiet && !a->json);
     ProgressScope scope(&bar, "predict", static_cast<std::int64_t>(a->scans.size()));
-    for (const std::string& path : a->scans) {
+    std::size_t failed = 0;
+    for (const std::string& path : a->scans) try {
       const Volume<float> scan = io::read(path);
       explain::Explanation ex;
       if (a->explain) ex = explain::explain(m, scan, targets, eo);  // the prediction comes with the maps
@@ -280,7 +281,13 @@ Runner add_predict(CLI::App& app, Globals& g) {
       }
       rows.push_back(row);
       scope.advance(1, path);
+    } catch (const Error& e) {  // this scan is reported and skipped; the others go on
+      ++failed;
+      bar.note("ichkit: error: " + path + ": " + e.what());
+      rows.push_back({{"scan", path}, {"error", e.what()}});
+      scope.advance(1, path);
     }
+    const int rc = failed ? 1 : 0;  // some scan could not be predicted (each named above)
     if (!a->out.empty()) {
       fs::create_directories(a->out);
       io::write_file_atomic((fs::path(a->out) / "predictions.json").string(), json(rows).dump(2) + "\n");
@@ -288,9 +295,10 @@ Runner add_predict(CLI::App& app, Globals& g) {
     }
     if (a->json) {
       std::cout << json(rows).dump(2) << "\n";
-      return 0;
+      return rc;
     }
     for (const json& r : rows) {
+      if (r.contains("error")) continue;  // on stderr already
       std::cout << r["scan"].get<std::string>() << ":";
       for (auto it = r.begin(); it != r.end(); ++it) {
         if (it.key() == "scan" || it.key().find("_mask") != std::string::npos || it.key().find("_heatmap") != std::string::npos) continue;
@@ -298,7 +306,7 @@ Runner add_predict(CLI::App& app, Globals& g) {
       }
       std::cout << "\n";
     }
-    return 0;
+    return rc;
   };
 }
 

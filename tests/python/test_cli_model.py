@@ -78,6 +78,29 @@ def test_predict_prints_writes_and_keeps_geometry(cli, work):
     assert r.returncode == 0 and "volume" in r.stdout
 
 
+def test_predict_reports_a_bad_scan_and_goes_on(cli, work, tmp_path):
+    good = work / "c" / "images" / "case_0003.nii"
+    ref = nib.load(str(good))
+    a = np.asarray(ref.dataobj, dtype=np.float32)
+    a[1, 2, 3] = np.nan
+    nan_scan = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(a, ref.affine), str(nan_scan))
+    r = run(cli, "predict", "--model", str(work / "m.ichkit"), str(nan_scan), str(good), "--out", str(tmp_path / "o"), "--json")
+    assert r.returncode == 1  # one scan failed
+    assert r.stderr.count("ichkit: error: " + str(nan_scan) + ": the scan holds 1 NaN") == 1
+    rows = json.loads(r.stdout)
+    assert [row["scan"] for row in rows] == [str(nan_scan), str(good)]
+    assert "NaN" in rows[0]["error"] and "volume" not in rows[0]
+    assert "error" not in rows[1] and rows[1]["volume"] > 0  # the good scan after it is predicted
+    assert json.loads((tmp_path / "o" / "predictions.json").read_text()) == rows
+    with (tmp_path / "o" / "predictions.csv").open() as f:
+        assert [row["error"] != "" for row in csv.DictReader(f)] == [True, False]
+    r = run(cli, "explain", "--model", str(work / "m.ichkit"), str(nan_scan), str(good), "--out", str(tmp_path / "e"), "--json")
+    assert r.returncode == 1 and "ichkit: error: " + str(nan_scan) in r.stderr
+    rows = json.loads(r.stdout)
+    assert "NaN" in rows[0]["error"] and len(rows[1]["maps"]) >= 1
+
+
 def test_errors_and_usage(cli, work, tmp_path):
     bad = tmp_path / "bad.ichkit"
     bad.write_bytes(b"ICHKITMF" + b"\1\0\0\0" + b"\0" * 8)
