@@ -75,6 +75,7 @@ struct PredictArgs {
   std::string model, out, method = "gradcam", layer;
   std::vector<std::string> scans;
   bool json = false, explain = false;
+  int batch_size = 4;
 };
 
 /// Validation split of a manifest by patient: every k-th patient fold (deterministic by seed).
@@ -234,6 +235,9 @@ Runner add_predict(CLI::App& app, Globals& g) {
   cmd->add_flag("--explain", a->explain, "Also write heatmaps of every non-segmentation head into --out (NIfTI + PNG)");
   cmd->add_option("--method", a->method, "With --explain: gradcam, gradcam++ or hirescam")->capture_default_str();
   cmd->add_option("--layer", a->layer, "With --explain: encoder stage (default: the last)");
+  cmd->add_option("--batch-size", a->batch_size, "Scans per forward pass (reading and preprocessing overlap with it; not with --explain)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   cmd->add_flag("--json", a->json, "Print the predictions as JSON");
   cmd->footer("Examples:\n  ichkit predict scan.nii.gz\n"
               "  ichkit predict --model model.ichkit dicom_folder/ --out results/ --json\n"
@@ -249,19 +253,15 @@ Runner add_predict(CLI::App& app, Globals& g) {
     const explain::Options eo{explain::method_from_string(a->method), a->layer, true};
     std::vector<json> rows;
     TerminalProgress bar(!g.quiet && !a->json);
-    ProgressScope scope(&bar, "predict", static_cast<std::int64_t>(a->scans.size()));
     std::size_t failed = 0;
-    for (const std::string& path : a->scans) try {
-      const Volume<float> scan = io::read(path);
-      explain::Explanation ex;
-      if (a->explain) ex = explain::explain(m, scan, targets, eo);  // the prediction comes with the maps
-      const model::Prediction p = a->explain ? ex.prediction : m.predict(scan);
-      json row{{"scan", path}};
+    auto fail = [&](const std::string& path, const std::string& why) {  // reported and skipped; the others go on
+      ++failed;
+      bar.note("ichkit: error: " + path + ": " + why);
+      rows.push_back({{"scan", path}, {"error", why}});
+    };
+    // the prediction's columns (and segmentation masks) added to `row`
+    auto add = [&](json row, const std::string& path, const model::Prediction& p) {
       const std::string stem = stem_of(path);
-      for (const explain::Heatmap& h : ex.maps) {
-        fs::create_directories(a->out);
-        row[h.head + "_heatmap"] = write_heatmap((fs::path(a->out) / (stem + "_" + h.head)).string(), scan, h, {}, true).at(0);
-      }
       for (const model::HeadPrediction& h : p.heads) {
         if (h.type == "segmentation") {
           row[h.name + "_ml"] = h.value;
@@ -279,13 +279,41 @@ Runner add_predict(CLI::App& app, Globals& g) {
           row[h.name] = h.value;
         }
       }
-      rows.push_back(row);
-      scope.advance(1, path);
-    } catch (const Error& e) {  // this scan is reported and skipped; the others go on
-      ++failed;
-      bar.note("ichkit: error: " + path + ": " + e.what());
-      rows.push_back({{"scan", path}, {"error", e.what()}});
-      scope.advance(1, path);
+      rows.push_back(std::move(row));
+    };
+    if (!a->explain) {
+      // a cohort: reading and preprocessing overlapped with batched inference (predict_files)
+      model::CohortOptions co;
+      co.batch_size = a->batch_size;
+      co.progress = &bar;
+      for (const model::CohortItem& it : m.predict_files(a->scans, co)) {
+        if (!it.ok) {
+          fail(it.path, it.error);
+          continue;
+        }
+        try {
+          add(json{{"scan", it.path}}, it.path, it.prediction);
+        } catch (const Error& e) {
+          fail(it.path, e.what());
+        }
+      }
+    } else {
+      ProgressScope scope(&bar, "predict", static_cast<std::int64_t>(a->scans.size()));
+      for (const std::string& path : a->scans) {
+        try {
+          const Volume<float> scan = io::read(path);
+          const explain::Explanation ex = explain::explain(m, scan, targets, eo);  // the prediction comes with the maps
+          json row{{"scan", path}};
+          for (const explain::Heatmap& h : ex.maps) {
+            fs::create_directories(a->out);
+            row[h.head + "_heatmap"] = write_heatmap((fs::path(a->out) / (stem_of(path) + "_" + h.head)).string(), scan, h, {}, true).at(0);
+          }
+          add(std::move(row), path, ex.prediction);
+        } catch (const Error& e) {
+          fail(path, e.what());
+        }
+        scope.advance(1, path);
+      }
     }
     const int rc = failed ? 1 : 0;  // some scan could not be predicted (each named above)
     if (!a->out.empty()) {

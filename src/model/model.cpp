@@ -736,6 +736,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   // On a GPU this thread only feeds the device, beside a reader on every other core: its own
   // kernels (decoding a batch) run on this thread alone, unless a mask head's decoding (a
   // full-size resampling per scan) needs the threads more than the readers do.
+  ProgressScope progress(options.progress, "predict", static_cast<std::int64_t>(n));
   bool mask_heads = false;
   for (const auto& h : impl_->net->heads()) mask_heads = mask_heads || h->label_kind() == "mask";
   std::optional<ThreadCap> feeder_cap;
@@ -760,6 +761,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
     } catch (const std::exception& e) {  // this batch fails; the others go on
       for (std::size_t i : idx) out[i].error = e.what();
     }
+    progress.advance(static_cast<std::int64_t>(idx.size()), paths[idx.back()]);
     if (alternate) {  // the readers go on (anything else thrown above stops them: the Joiner)
       {
         std::lock_guard<std::mutex> lock(m);
@@ -780,6 +782,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
     cv.notify_all();
     if (!r.error.empty()) {
       out[i].error = std::move(r.error);
+      progress.advance(1, paths[i]);
     } else {
       batches.add(std::move(r.x), std::move(r.pr), i);
     }

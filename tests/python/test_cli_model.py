@@ -85,16 +85,25 @@ def test_predict_reports_a_bad_scan_and_goes_on(cli, work, tmp_path):
     a[1, 2, 3] = np.nan
     nan_scan = tmp_path / "nan.nii.gz"
     nib.save(nib.Nifti1Image(a, ref.affine), str(nan_scan))
-    r = run(cli, "predict", "--model", str(work / "m.ichkit"), str(nan_scan), str(good), "--out", str(tmp_path / "o"), "--json")
+    other = work / "c" / "images" / "case_0004.nii"
+    r = run(cli, "predict", "--model", str(work / "m.ichkit"), str(nan_scan), str(good), str(other), "--batch-size", "2",
+            "--out", str(tmp_path / "o"), "--json")
     assert r.returncode == 1  # one scan failed
     assert r.stderr.count("ichkit: error: " + str(nan_scan) + ": the scan holds 1 NaN") == 1
     rows = json.loads(r.stdout)
-    assert [row["scan"] for row in rows] == [str(nan_scan), str(good)]
+    assert [row["scan"] for row in rows] == [str(nan_scan), str(good), str(other)]
     assert "NaN" in rows[0]["error"] and "volume" not in rows[0]
-    assert "error" not in rows[1] and rows[1]["volume"] > 0  # the good scan after it is predicted
+    # the scans after it are predicted (one batch of two) as the API predicts each alone
+    m = ichkit.model.Model.load(str(work / "m.ichkit"))
+    for row, path in zip(rows[1:], (good, other)):
+        api = m.predict(ichkit.read(str(path)))
+        assert "error" not in row
+        assert row["volume"] == pytest.approx(api["volume"]["value"], rel=1e-5)
+        assert row["prognosis_p_poor"] == pytest.approx(api["prognosis"]["probability"]["poor"], rel=1e-5, abs=1e-6)
+        assert nib.load(row["seg_mask"]).shape == nib.load(str(path)).shape
     assert json.loads((tmp_path / "o" / "predictions.json").read_text()) == rows
     with (tmp_path / "o" / "predictions.csv").open() as f:
-        assert [row["error"] != "" for row in csv.DictReader(f)] == [True, False]
+        assert [row["error"] != "" for row in csv.DictReader(f)] == [True, False, False]
     r = run(cli, "explain", "--model", str(work / "m.ichkit"), str(nan_scan), str(good), "--out", str(tmp_path / "e"), "--json")
     assert r.returncode == 1 and "ichkit: error: " + str(nan_scan) in r.stderr
     rows = json.loads(r.stdout)

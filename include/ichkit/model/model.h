@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ichkit/core/progress.h"
 #include "ichkit/core/volume.h"
 #include "ichkit/io/read.h"
 #include "ichkit/model/config.h"
@@ -82,6 +83,7 @@ struct CohortOptions {
   int ahead = 0;           ///< scans prepared ahead of the network; 0: max(2 x batch_size, 2 x readers)
   Schedule schedule = Schedule::Auto;
   io::ReadOptions read;
+  ProgressReporter* progress = nullptr;  ///< task "predict", total = the number of paths; advanced on the calling thread
 };
 
 /// One scan of a cohort: its prediction, or why there is none.
