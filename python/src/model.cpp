@@ -107,8 +107,13 @@ stored pipeline and returns each head's output in user units.)pbdoc")
                     [](Model& m, const py::dict& d) { m.set_metadata(from_py(d)); })
       .def_property_readonly("parameter_count", &Model::parameter_count)
       .def("predict_files", [](const Model& m, const std::vector<std::string>& paths, int batch_size, int readers, int ahead,
-                               int reader_threads, const std::string& schedule) {
+                               int reader_threads, const std::string& schedule, const py::object& progress) {
              CohortOptions o;
+             std::unique_ptr<PyProgress> bar;
+             if (!progress.is_none()) {
+               bar = std::make_unique<PyProgress>(progress);
+               o.progress = bar.get();
+             }
              o.batch_size = batch_size;
              o.readers = readers;
              o.ahead = ahead;
@@ -132,10 +137,11 @@ stored pipeline and returns each head's output in user units.)pbdoc")
              }
              return l;
            }, py::arg("paths"), py::arg("batch_size") = 4, py::arg("readers") = 0, py::arg("ahead") = 0,
-           py::arg("reader_threads") = 0, py::arg("schedule") = "auto",
+           py::arg("reader_threads") = 0, py::arg("schedule") = "auto", py::arg("progress") = py::none(),
            "Predict a cohort of files; reader threads read and preprocess ahead of the network "
            "(readers, reader_threads, ahead: 0 = chosen for the device; schedule: 'overlap' beside the network, "
            "'alternate' only while it is not running, 'auto' = alternate on the CPU, overlap on a GPU; see CohortOptions). "
+           "progress: a tqdm-like class or factory, advanced per scan done. "
            "A list of {'path', 'ok', 'error', 'prediction'} in input order; one bad file does not stop the others.")
       .def("set_device", &Model::set_device, py::arg("device"), py::arg("precision") = "float32",
            "Run predict/explain on 'cpu', 'cuda' or 'cuda:N', in float32 (or bfloat16/float16 on CUDA). "

@@ -245,7 +245,21 @@ def test_predict_files_equals_predict_and_reports_bad_files(model, scan, tmp_pat
         paths.append(str(p))
     (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     paths.insert(1, str(tmp_path / "bad.nii.gz"))
-    got = model.predict_files(paths, batch_size=2, readers=2)
+    seen = []
+
+    class Bar:  # tqdm-like
+        def __init__(self, total=None, desc=None):
+            seen.append(("begin", total, desc))
+
+        def update(self, n):
+            seen.append(n)
+
+        def close(self):
+            seen.append("close")
+
+    got = model.predict_files(paths, batch_size=2, readers=2, progress=Bar)
+    # one step per scan: the bad file alone, then the batches of 2 and 1 (or a batch that failed)
+    assert seen[0] == ("begin", 4, "predict") and seen[-1] == "close" and sum(seen[1:-1]) == 4
     # readers whose kernels run on one thread each (a GPU's default) give the same answers
     capped = model.predict_files(paths, batch_size=2, readers=3, reader_threads=1)
     assert [c["ok"] for c in capped] == [g["ok"] for g in got]
