@@ -104,6 +104,13 @@ def test_predict_reports_a_bad_scan_and_goes_on(cli, work, tmp_path):
     assert json.loads((tmp_path / "o" / "predictions.json").read_text()) == rows
     with (tmp_path / "o" / "predictions.csv").open() as f:
         assert [row["error"] != "" for row in csv.DictReader(f)] == [True, False, False]
+    # a file that cannot be read: its path once on the error line (the reader's message names it)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    r = run(cli, "predict", "--model", str(work / "m.ichkit"), str(broken), str(good))
+    assert r.returncode == 1 and str(good) in r.stdout
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("ichkit: error:")]
+    assert len(line) == 1 and line[0].count(str(broken)) == 1
     r = run(cli, "explain", "--model", str(work / "m.ichkit"), str(nan_scan), str(good), "--out", str(tmp_path / "e"), "--json")
     assert r.returncode == 1 and "ichkit: error: " + str(nan_scan) in r.stderr
     rows = json.loads(r.stdout)
