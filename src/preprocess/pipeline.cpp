@@ -91,6 +91,9 @@ void check_hu(const Volume<float>& scan) {
   if (all.hi < -500.0f)
     throw InvalidArgument("no voxel of the scan is above -500 HU (its values lie in [" + num(all.lo) + ", " + num(all.hi) +
                           "]): air or padding only, no head - is it a head CT in HU?");
+  if (all.hi > 40000.0f)
+    throw InvalidArgument("the scan's values reach " + num(all.hi) + " (range [" + num(all.lo) + ", " + num(all.hi) +
+                          "]): above any CT scale (an extended HU scale ends near 31000) - wrong units or scaling?");
   if (all.hi - all.lo < 20.0f)
     throw InvalidArgument("the scan's values span only [" + num(all.lo) + ", " + num(all.hi) + "]: a CT in HU spans hundreds (air about -1000, "
                           "brain 20 to 45, bone above 700) - is it already normalised or windowed?");

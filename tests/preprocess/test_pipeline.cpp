@@ -64,6 +64,11 @@ TEST_CASE("check_hu: air only, a constant or a normalised scan, stored values ar
     for (std::size_t i = 0; i < v.size(); ++i) v.data()[i] = -1024.0f + static_cast<float>(i % 41) - 20.0f;
     CHECK(refusal(v).find("above -500 HU") != std::string::npos);
   }
+  SUBCASE("the phantom scaled by 100: beyond any CT scale") {
+    Volume<float> v = c.image.deep_copy();
+    for (std::size_t i = 0; i < v.size(); ++i) v.data()[i] *= 100.0f;
+    CHECK(refusal(v).find("above any CT scale") != std::string::npos);
+  }
   SUBCASE("the phantom windowed to [0, 1]: already normalised") {
     const preprocess::Channels w = preprocess::window_stack(c.image, {{40, 80}}, 0, 1);
     CHECK(refusal(w.volume(0)).find("span only") != std::string::npos);

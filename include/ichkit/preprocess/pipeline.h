@@ -33,9 +33,11 @@ struct PipelineResult {
 
 /// Refuse, with InvalidArgument naming what was found, a scan that cannot be a CT in Hounsfield
 /// units: NaN or infinite voxels; no voxel above -500 HU (air or padding only: no head); values
-/// spanning less than 20 HU (constant, or already normalised / windowed); or no voxel below 0
-/// with values above 1500 (stored values whose rescale slope / intercept was not applied, or not
-/// a CT: a head CT in HU always holds air, about -1000). The model calls it on every scan before
+/// above 40000 (beyond any CT scale); values spanning less than 20 HU (constant, or already
+/// normalised / windowed); or no voxel below 0 with values above 1500 (stored values whose rescale
+/// slope / intercept was not applied, or not a CT: a head CT in HU always holds air, about -1000).
+/// It refuses only what cannot be HU; the DICOM reader's report (`io::GeometryReport::non_hu`) warns
+/// more widely (nothing below -200, or a modality other than CT). The model calls it on every scan before
 /// its pipeline (predict, predict_files, explain, training samples); Pipeline::run itself does
 /// not, so that pipelines stay usable on other images (masks, maps). One pass over the voxels,
 /// on the kernel threads.
