@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "ichkit/core/runtime.h"
+#include "ichkit/core/value_stats.h"
 #include "ichkit/io/dicom.h"
 #include "ichkit/io/nifti.h"
 #include "ichkit/io/read.h"
@@ -19,14 +20,9 @@ struct InfoArgs {
 };
 
 nlohmann::json describe_volume(const Volume<float>& v) {
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  std::size_t nan = 0;
-  const float* p = v.data();
-  for (std::size_t n = 0; n < v.size(); ++n) {
-    if (std::isnan(p[n])) { ++nan; continue; }
-    lo = std::min(lo, p[n]);
-    hi = std::max(hi, p[n]);
-  }
+  const ValueStats st = value_stats(v.data(), v.size());
+  const float lo = st.lo, hi = st.hi;
+  const std::size_t nan = st.nan;
   nlohmann::json j;
   j["shape"] = {v.ni(), v.nj(), v.nk()};
   auto sp = v.spacing();

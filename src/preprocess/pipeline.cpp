@@ -2,12 +2,11 @@
 
 #include <nlohmann/json.hpp>
 #include <cmath>
-#include <cstring>
-#include <limits>
 #include <optional>
 #include <sstream>
 
 #include "ichkit/core/threading.h"
+#include "ichkit/core/value_stats.h"
 #include "ichkit/preprocess/crop.h"
 #include "ichkit/preprocess/reorient.h"
 #include "ichkit/preprocess/skull_strip.h"
@@ -28,50 +27,7 @@ void check_hu(const Volume<float>& scan) {
   const std::size_t n = scan.size();
   if (n == 0) return;
   const float* x = scan.data();
-  // per chunk: NaN count, min and max (NaN compares false, so it never becomes either; an
-  // infinity does). Eight independent lanes, so the compiler keeps it in vector registers.
-  struct Part {
-    std::size_t nan = 0;
-    float lo = std::numeric_limits<float>::infinity(), hi = -std::numeric_limits<float>::infinity();
-  };
-  constexpr std::int64_t chunk = 1 << 18;
-  const std::int64_t chunks = static_cast<std::int64_t>((n + chunk - 1) / chunk);
-  std::vector<Part> parts(static_cast<std::size_t>(chunks));
-  parallel_for(chunks, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t c = b; c < e; ++c) {
-      const std::size_t first = static_cast<std::size_t>(c) * chunk, last = std::min(n, first + chunk);
-      constexpr int L = 8;
-      float lo[L], hi[L];
-      std::uint32_t nan[L];
-      for (int l = 0; l < L; ++l) lo[l] = Part{}.lo, hi[l] = Part{}.hi, nan[l] = 0;
-      std::size_t i = first;
-      for (; i + L <= last; i += L)
-        for (int l = 0; l < L; ++l) {
-          const float v = x[i + static_cast<std::size_t>(l)];
-          lo[l] = v < lo[l] ? v : lo[l];
-          hi[l] = v > hi[l] ? v : hi[l];
-          nan[l] += v != v;
-        }
-      Part p;
-      for (; i < last; ++i) {
-        p.nan += x[i] != x[i];
-        p.lo = x[i] < p.lo ? x[i] : p.lo;
-        p.hi = x[i] > p.hi ? x[i] : p.hi;
-      }
-      for (int l = 0; l < L; ++l) {
-        p.nan += nan[l];
-        p.lo = std::min(p.lo, lo[l]);
-        p.hi = std::max(p.hi, hi[l]);
-      }
-      parts[static_cast<std::size_t>(c)] = p;
-    }
-  });
-  Part all;
-  for (const Part& p : parts) {
-    all.nan += p.nan;
-    all.lo = std::min(all.lo, p.lo);
-    all.hi = std::max(all.hi, p.hi);
-  }
+  const ValueStats all = value_stats(x, n);
   auto where = [&](std::size_t i) {
     return "(" + std::to_string(i % scan.ni()) + ", " + std::to_string(i / scan.ni() % scan.nj()) + ", " +
            std::to_string(i / (scan.ni() * scan.nj())) + ")";

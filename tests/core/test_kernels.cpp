@@ -1,6 +1,9 @@
 #include "ichkit/core/kernels.h"
+#include "ichkit/core/value_stats.h"
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -61,5 +64,28 @@ TEST_CASE("kernels: weighted_sum equals tap-by-tap passes bit for bit, across bl
         CHECK(got[n] == -7.0f);
       }
     }
+  }
+}
+
+TEST_CASE("value_stats: NaN count, min and max over several chunks and a ragged tail, as a plain loop gives") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> d(0.0f, 300.0f);
+  for (const std::size_t n : {std::size_t(0), std::size_t(7), std::size_t(1000003)}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = d(rng);
+    for (std::size_t i = 3; i < n; i += 9973) x[i] = std::numeric_limits<float>::quiet_NaN();
+    if (n > 600000) x[600001] = -std::numeric_limits<float>::infinity();
+    std::size_t nan = 0;
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    for (float v : x) {
+      if (std::isnan(v)) { ++nan; continue; }
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+    const ichkit::ValueStats st = ichkit::value_stats(x.data(), n);
+    CAPTURE(n);
+    CHECK(st.nan == nan);
+    CHECK(st.lo == lo);
+    CHECK(st.hi == hi);
   }
 }
