@@ -733,10 +733,10 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   } joiner{m, cv, stop, threads};
   for (int r = 0; r < readers; ++r) threads.emplace_back(reader);
 
+  ProgressScope progress(options.progress, "predict", static_cast<std::int64_t>(n));
   // On a GPU this thread only feeds the device, beside a reader on every other core: its own
   // kernels (decoding a batch) run on this thread alone, unless a mask head's decoding (a
   // full-size resampling per scan) needs the threads more than the readers do.
-  ProgressScope progress(options.progress, "predict", static_cast<std::int64_t>(n));
   bool mask_heads = false;
   for (const auto& h : impl_->net->heads()) mask_heads = mask_heads || h->label_kind() == "mask";
   std::optional<ThreadCap> feeder_cap;
