@@ -42,6 +42,9 @@ public:
   void end() override;
   /// Print a line on stderr (always, also when the bar is off) without breaking the bar.
   void note(const std::string& line);
+  /// note() a scan that failed as "ichkit: error: PATH: why", the path once (a reader's
+  /// message already names its file).
+  void scan_failed(const std::string& path, const std::string& why);
 
 private:
   void draw(bool force);

@@ -135,8 +135,7 @@ Runner add_explain(CLI::App& app, Globals& g) {
       scope.advance(1, path);
     } catch (const Error& e) {  // this scan is reported and skipped; the others go on
       ++failed;
-      const std::string why = e.what();
-      bar.note("ichkit: error: " + (why.find(path) == std::string::npos ? path + ": " : "") + why);  // the path once
+      bar.scan_failed(path, e.what());
       rows.push_back({{"scan", path}, {"error", e.what()}});
       scope.advance(1, path);
     }

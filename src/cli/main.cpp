@@ -47,6 +47,10 @@ void TerminalProgress::note(const std::string& line) {
   std::fflush(stderr);
 }
 
+void TerminalProgress::scan_failed(const std::string& path, const std::string& why) {
+  note("ichkit: error: " + (why.find(path) == std::string::npos ? path + ": " : "") + why);
+}
+
 void TerminalProgress::draw(bool force) {
   if (!enabled_) return;
   auto now = std::chrono::steady_clock::now();

@@ -256,7 +256,7 @@ Runner add_predict(CLI::App& app, Globals& g) {
     std::size_t failed = 0;
     auto fail = [&](const std::string& path, const std::string& why) {  // reported and skipped; the others go on
       ++failed;
-      bar.note("ichkit: error: " + (why.find(path) == std::string::npos ? path + ": " : "") + why);  // the path once
+      bar.scan_failed(path, why);
       rows.push_back({{"scan", path}, {"error", why}});
     };
     // the prediction's columns (and segmentation masks) added to `row`
