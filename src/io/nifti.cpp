@@ -18,10 +18,12 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "ichkit/core/threading.h"
+#include "ichkit/core/value_stats.h"
 #include "ichkit/io/atomic_file.h"
 #include "text.h"
 
@@ -561,16 +563,25 @@ S load_unaligned(const unsigned char* p) {
   return v;
 }
 
+// Convert (and scale) `count` voxels of on-disk type S into T. With `stats` (T = float only),
+// also gather the ValueStats of the converted voxels, a block at a time while it is in L1: the
+// HU check then needs no second pass over the scan (6 ms of a 512x512x32 scan's ~70 ms on a core).
 template <class T, class S>
-void convert(const unsigned char* src, T* dst, std::size_t count, const NiftiHeader& h, const std::string& path) {
+void convert(const unsigned char* src, T* dst, std::size_t count, const NiftiHeader& h, const std::string& path,
+             ValueStats* stats = nullptr) {
   const double slope = h.scl_slope, inter = h.scl_inter;
   const bool scale = h.has_scaling;
   if constexpr (std::is_integral<T>::value) {
     if (scale)
       throw FormatError("'" + path + "' has scl_slope/scl_inter; read it as float32 or float64 (or unscaled with read_nifti_raw)");
   }
+  std::mutex stats_mutex;
   parallel_for(static_cast<std::int64_t>(count), [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t n = b; n < e; ++n) {
+    constexpr std::int64_t block = 4096;
+    ValueStats local;
+    for (std::int64_t first = b; first < e; first += block) {
+    const std::int64_t last = std::min(e, first + block);
+    for (std::int64_t n = first; n < last; ++n) {
       S s = load_unaligned<S>(src + n * sizeof(S));
       if constexpr (std::is_floating_point<T>::value) {
         if (scale) dst[n] = static_cast<T>(static_cast<double>(s) * slope + inter);
@@ -590,6 +601,13 @@ void convert(const unsigned char* src, T* dst, std::size_t count, const NiftiHea
         }
         dst[n] = static_cast<T>(s);
       }
+    }
+    if constexpr (std::is_same<T, float>::value)
+      if (stats) local.merge(value_stats_serial(dst + first, static_cast<std::size_t>(last - first)));
+    }
+    if (stats) {
+      std::lock_guard<std::mutex> lock(stats_mutex);
+      stats->merge(local);
     }
   }, 1 << 15);
 }
@@ -831,8 +849,11 @@ NiftiHeader read_nifti_header(const std::string& path, const ReadOptions& option
   return load(path, options, true).header;
 }
 
+namespace {
+
+// read_nifti<T>; for T = float with `stats`, the voxels' ValueStats too (see convert).
 template <class T>
-Volume<T> read_nifti(const std::string& path, const ReadOptions& options) {
+Volume<T> read_nifti_impl(const std::string& path, const ReadOptions& options, ValueStats* stats) {
   Loaded l = load(path, options, false);
   const NiftiHeader& h = l.header;
   const std::size_t count = h.shape[0] * h.shape[1] * h.shape[2];
@@ -844,12 +865,26 @@ Volume<T> read_nifti(const std::string& path, const ReadOptions& options) {
       reinterpret_cast<std::uintptr_t>(l.voxels) % alignof(T) == 0) {
     // Zero-copy: the volume keeps the decompressed block alive.
     v = Volume<T>::adopt(std::shared_ptr<T>(l.bytes, reinterpret_cast<T*>(l.voxels)), h.shape, g);
+    if constexpr (std::is_same<T, float>::value)
+      if (stats) *stats = value_stats(v.data(), count);
   } else {
     v = Volume<T>::uninitialized(h.shape, g);
-    dispatch(h.datatype, [&](auto s) { convert<T, decltype(s)>(l.voxels, v.data(), count, h, path); });
+    if (stats) *stats = ValueStats{};
+    dispatch(h.datatype, [&](auto s) { convert<T, decltype(s)>(l.voxels, v.data(), count, h, path, stats); });
   }
   set_metadata(v.metadata(), h, path);
   return v;
+}
+
+}  // namespace
+
+template <class T>
+Volume<T> read_nifti(const std::string& path, const ReadOptions& options) {
+  return read_nifti_impl<T>(path, options, nullptr);
+}
+
+Volume<float> read_nifti(const std::string& path, const ReadOptions& options, ValueStats& stats) {
+  return read_nifti_impl<float>(path, options, &stats);
 }
 
 AnyVolume read_nifti_raw(const std::string& path, NiftiHeader* header, const ReadOptions& options) {

@@ -31,4 +31,11 @@ Volume<float> read(const std::string& path, const ReadOptions& options) {
   throw FormatError("'" + path + "' is not an image ichkit can read (supported: NIfTI-1/2 .nii/.nii.gz, DICOM files and folders)");
 }
 
+Volume<float> read(const std::string& path, const ReadOptions& options, ValueStats& stats) {
+  if (detect_format(path) == Format::Nifti) return read_nifti(path, options, stats);
+  Volume<float> v = read(path, options);
+  stats = value_stats(v.data(), v.size());
+  return v;
+}
+
 }  // namespace ichkit::io

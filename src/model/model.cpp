@@ -361,14 +361,23 @@ Model Model::load(const std::string& path, const LoadOptions& options) {
 
 // ---- prediction --------------------------------------------------------------------------
 
-std::pair<torch::Tensor, preprocess::PipelineResult> Model::Impl::prepare(const Volume<float>& scan) const {
-  preprocess::check_hu(scan);  // NaN, no head, not HU: a clear error rather than a number
+std::pair<torch::Tensor, preprocess::PipelineResult> Model::Impl::prepare(const Volume<float>& scan, const ValueStats* stats) const {
+  // NaN, no head, not HU: a clear error rather than a number
+  if (stats) preprocess::check_hu(scan, *stats);
+  else preprocess::check_hu(scan);
   preprocess::PipelineResult pr = pipeline.run(scan);
   torch::Tensor x = channels_tensor(pr.input);
   const int64_t want = net->config().encoder.in_channels;
   if (x.size(0) != want)
     throw InvalidArgument("the pipeline makes " + std::to_string(x.size(0)) + " channel(s), the network expects " + std::to_string(want));
   return {x.unsqueeze(0), std::move(pr)};
+}
+
+std::pair<torch::Tensor, preprocess::PipelineResult> Model::Impl::prepare_file(const std::string& path,
+                                                                               const io::ReadOptions& options) const {
+  ValueStats stats;
+  const Volume<float> scan = io::read(path, options, stats);
+  return prepare(scan, &stats);
 }
 
 Prediction Model::Impl::decode(const MultiTaskNetImpl::Output& out, std::int64_t row, const preprocess::PipelineResult& pr) const {
@@ -702,7 +711,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
       }
       Ready r;
       try {
-        auto [x, pr] = impl_->prepare(io::read(paths[i], options.read));
+        auto [x, pr] = impl_->prepare_file(paths[i], options.read);
         r.x = std::move(x);
         r.pr = std::move(pr);
       } catch (const std::exception& e) {

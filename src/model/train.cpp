@@ -247,8 +247,9 @@ private:
     }
     Sample s;
     try {
-      const Volume<float> scan = io::read(c.image);
-      preprocess::check_hu(scan);
+      ValueStats stats;
+      const Volume<float> scan = io::read(c.image, {}, stats);
+      preprocess::check_hu(scan, stats);
       preprocess::PipelineResult pr = pipeline_.run(scan);
       s.x = channels_tensor(pr.input).clone();
       if (need_masks_ && !c.mask.empty()) {

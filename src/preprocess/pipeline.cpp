@@ -24,10 +24,13 @@ Volume<float> PipelineResult::to_scan(const Volume<float>& on_network_grid, Inte
 }
 
 void check_hu(const Volume<float>& scan) {
+  if (scan.size() > 0) check_hu(scan, value_stats(scan.data(), scan.size()));
+}
+
+void check_hu(const Volume<float>& scan, const ValueStats& all) {
   const std::size_t n = scan.size();
   if (n == 0) return;
   const float* x = scan.data();
-  const ValueStats all = value_stats(x, n);
   auto where = [&](std::size_t i) {
     return "(" + std::to_string(i % scan.ni()) + ", " + std::to_string(i / scan.ni() % scan.nj()) + ", " +
            std::to_string(i / (scan.ni() * scan.nj())) + ")";

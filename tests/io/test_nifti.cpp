@@ -1,6 +1,7 @@
 #include "ichkit/io/nifti.h"
 
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -105,6 +106,60 @@ TEST_CASE("nifti: scl_slope/scl_inter are applied on read and kept raw on reques
   CHECK(std::get<Volume<std::int16_t>>(r)(3, 0, 0) == 30);
   // Asking for an integer type of a scaled file is refused rather than silently unscaled.
   CHECK_THROWS_AS(io::read_nifti<std::int16_t>(dir / "s.nii"), FormatError);
+}
+
+TEST_CASE("nifti: the stats gathered while reading equal a plain loop over the voxels read") {
+  // every conversion path: int16 (converted), int16 with scl_slope/inter, float32 as stored
+  // (zero-copy), float64 (converted), over the parallel chunk and in-cache block boundaries
+  TempDir dir;
+  set_num_threads(2);
+  auto plain = [](const Volume<float>& v) {
+    ValueStats p;
+    for (std::size_t n = 0; n < v.size(); ++n) {
+      const float x = v.data()[n];
+      if (std::isnan(x)) ++p.nan;
+      else p.lo = std::min(p.lo, x), p.hi = std::max(p.hi, x);
+    }
+    return p;
+  };
+  const Shape3 shape{131, 97, 13};  // 165191 voxels: many 4096-voxel blocks and a ragged tail
+  Volume<std::int16_t> i16 = ramp<std::int16_t>(shape, Geometry());
+  i16(130, 96, 12) = -3000;  // the extremes in the last, ragged block and the first one
+  i16(0, 0, 0) = 4000;
+  Volume<float> f32 = ramp<float>(shape, Geometry());
+  f32(5, 7, 3) = std::numeric_limits<float>::quiet_NaN();
+  f32(130, 96, 12) = std::numeric_limits<float>::quiet_NaN();
+  f32(100, 2, 11) = std::numeric_limits<float>::infinity();
+  io::WriteOptions scaled;
+  scaled.scl_slope = 0.5;
+  scaled.scl_inter = -1024;
+  io::write_nifti(i16, dir / "i16.nii.gz");
+  io::write_nifti(i16, dir / "scaled.nii", scaled);
+  io::write_nifti(f32, dir / "f32.nii");
+  io::write_nifti(f32, dir / "f32.nii.gz");
+  io::write_nifti(f32.cast<double>(), dir / "f64.nii");
+  for (const char* name : {"i16.nii.gz", "scaled.nii", "f32.nii", "f32.nii.gz", "f64.nii"}) {
+    CAPTURE(name);
+    ValueStats got;
+    got.nan = 99;  // overwritten, not added to
+    const Volume<float> v = io::read(dir / name, {}, got);
+    const ValueStats want = plain(v);
+    CHECK(std::memcmp(v.data(), io::read(dir / name).data(), v.size() * sizeof(float)) == 0);
+    CHECK(got.nan == want.nan);
+    CHECK(got.lo == want.lo);
+    CHECK(got.hi == want.hi);
+  }
+  ValueStats st;
+  io::read(dir / "i16.nii.gz", {}, st);
+  CHECK(st.lo == -3000.0f);
+  CHECK(st.hi == 4000.0f);
+  io::read(dir / "scaled.nii", {}, st);
+  CHECK(st.lo == -3000.0f * 0.5f - 1024.0f);
+  CHECK(st.nan == 0);
+  io::read(dir / "f32.nii.gz", {}, st);
+  CHECK(st.nan == 2);
+  CHECK(st.hi == std::numeric_limits<float>::infinity());
+  set_num_threads(0);
 }
 
 TEST_CASE("nifti: integer reads refuse values that do not fit") {

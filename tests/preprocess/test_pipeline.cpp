@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "ichkit/core/error.h"
 #include "ichkit/io/read.h"
@@ -82,5 +83,34 @@ TEST_CASE("check_hu: air only, a constant or a normalised scan, stored values ar
     const std::string why = refusal(io::read(test::data_path("dicom/slicer-ctheadaxial").string()));
     CHECK(why.find("stored CT values, not HU") != std::string::npos);
     CHECK(why.find("3926") != std::string::npos);
+  }
+}
+
+TEST_CASE("check_hu with the reader's stats gives the verdict and the message of its own pass") {
+  const phantom::Case c = small_case();
+  test::TempDir dir;
+  Volume<float> nan = c.image.deep_copy();
+  nan(5, 7, 2) = std::numeric_limits<float>::quiet_NaN();
+  Volume<float> stored = c.image.deep_copy();
+  for (std::size_t i = 0; i < stored.size(); ++i) stored.data()[i] = std::max(0.0f, stored.data()[i] + 1024.0f);
+  io::write_nifti(c.image.cast<std::int16_t>(), dir / "ok.nii.gz");
+  io::write_nifti(nan, dir / "nan.nii");
+  io::write_nifti(stored.cast<std::int16_t>(), dir / "stored.nii.gz");
+  const std::vector<std::string> paths{dir / "ok.nii.gz", dir / "nan.nii", dir / "stored.nii.gz",
+                                       test::data_path("dicom/slicer-ctheadaxial").string()};
+  const std::vector<std::string> expect{"", "(5, 7, 2)", "stored CT values", "3926"};
+  for (std::size_t f = 0; f < paths.size(); ++f) {
+    CAPTURE(paths[f]);
+    ValueStats st;
+    const Volume<float> v = io::read(paths[f], {}, st);
+    std::string with_stats;
+    try {
+      check_hu(v, st);
+    } catch (const InvalidArgument& e) {
+      with_stats = e.what();
+    }
+    CHECK(with_stats == refusal(v));
+    if (expect[f].empty()) CHECK(with_stats.empty());
+    else CHECK(with_stats.find(expect[f]) != std::string::npos);
   }
 }

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "ichkit/core/any_volume.h"
+#include "ichkit/core/value_stats.h"
 #include "ichkit/core/volume.h"
 
 namespace ichkit::io {
@@ -70,6 +71,11 @@ NiftiHeader read_nifti_header(const std::string& path, const ReadOptions& option
 /// cannot hold a scaled value raise FormatError).
 template <class T>
 Volume<T> read_nifti(const std::string& path, const ReadOptions& options = {});
+
+/// read_nifti<float>, and the returned voxels' ValueStats (NaN count, smallest, largest),
+/// gathered while the stored values are converted (a second pass only for float32 files, which
+/// need no conversion): what preprocess::check_hu needs, without another pass over the scan.
+Volume<float> read_nifti(const std::string& path, const ReadOptions& options, ValueStats& stats);
 
 /// Read a NIfTI file keeping its on-disk voxel type; scaling is NOT applied (see header).
 AnyVolume read_nifti_raw(const std::string& path, NiftiHeader* header = nullptr, const ReadOptions& options = {});

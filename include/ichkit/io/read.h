@@ -21,4 +21,9 @@ Format detect_format(const std::string& path);
 /// Throws FormatError for unknown content, IoError for a missing path.
 Volume<float> read(const std::string& path, const ReadOptions& options = {});
 
+/// read(), and the ValueStats (NaN count, smallest, largest) of the voxels it returns, for
+/// preprocess::check_hu(scan, stats). NIfTI gathers them in its conversion pass, for free;
+/// DICOM in a pass of its own.
+Volume<float> read(const std::string& path, const ReadOptions& options, ValueStats& stats);
+
 }  // namespace ichkit::io

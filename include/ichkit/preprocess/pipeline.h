@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "ichkit/core/value_stats.h"
 #include "ichkit/core/volume.h"
 #include "ichkit/preprocess/resample.h"
 #include "ichkit/preprocess/window.h"
@@ -42,6 +43,11 @@ struct PipelineResult {
 /// not, so that pipelines stay usable on other images (masks, maps). One pass over the voxels,
 /// on the kernel threads.
 void check_hu(const Volume<float>& scan);
+
+/// check_hu with the scan's ValueStats already known (io::read gathers them while it reads):
+/// no pass over the voxels unless the scan is refused for NaN or infinite values (to name the
+/// first). `stats` must be those of `scan`'s voxels as they are now.
+void check_hu(const Volume<float>& scan, const ValueStats& stats);
 
 class Pipeline {
 public:

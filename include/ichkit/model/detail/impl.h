@@ -60,8 +60,11 @@ private:
 public:
 
   /// Network input for one scan: (1, C, D, H, W) float32 and the pipeline result (for the
-  /// way back to the scan grid).
-  std::pair<torch::Tensor, preprocess::PipelineResult> prepare(const Volume<float>& scan) const;
+  /// way back to the scan grid). `stats`: the scan's ValueStats when the reader gathered them
+  /// (io::read), so that the HU check does not pass over the voxels again.
+  std::pair<torch::Tensor, preprocess::PipelineResult> prepare(const Volume<float>& scan, const ValueStats* stats = nullptr) const;
+  /// prepare() of the scan at `path`: read with its ValueStats, the way predict_files' readers do.
+  std::pair<torch::Tensor, preprocess::PipelineResult> prepare_file(const std::string& path, const io::ReadOptions& options = {}) const;
   /// Preprocess `scans` once each, in order, and call `run` with each batch: consecutive scans
   /// whose network input has one shape, up to batch_size of them, as one (N, C, D, H, W) tensor
   /// with their pipeline results and their indices in `scans`.
