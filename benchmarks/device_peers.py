@@ -12,7 +12,7 @@ on the CPU or a CUDA device, the two ways a researcher writes it today:
     python3 benchmarks/device_peers.py --work DIR [--device cpu|cuda] [--side default|tuned|both]
                                        [--repeats 7] [--cohort 50] [--batch 4] [--out peer.json]
 
-DIR holds the files bench_device wrote (scan.nii.gz and cohort*.nii.gz), so both sides read the
+DIR holds the files bench_device wrote (scan.nii.gz, cohort*.nii.gz and cohort*.nii), so both sides read the
 very same bytes. With --side both, each side runs in its own process (its own peak RSS).
 The network is ichkit.nets.MultiTaskNet (pure PyTorch, loaded from python/ichkit/nets.py
 without the compiled extension): ResNet-18 width 32, 3 windows, volume + prognosis heads -
@@ -122,7 +122,7 @@ def read(path):
         return img.get_fdata(dtype=np.float32), img.affine
     # what a researcher without nibabel writes: gzip + the NIfTI-1 header fields by offset
     import gzip
-    with gzip.open(path, "rb") as f:
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
         raw = f.read()
     dim = np.frombuffer(raw, "<i2", 8, 40)
     dtype = _DTYPES[int(np.frombuffer(raw, "<i2", 1, 70)[0])]
@@ -246,9 +246,13 @@ def run_side(args):
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # the per-scan stages
     # the serial peer of the cohort run (tuned side): read, preprocess, predict, one scan after
     # the other; its rate per scan is steady, so --cohort-peer scans are timed (not all 50)
-    if args.cohort > 0 and side == "tuned" and (want is None or "cohort" in want):
-        files = sorted(str(p) for p in Path(args.work).glob("cohort*.nii.gz"))
+    # (and, when bench_device left them, the same files uncompressed: cohort*.nii)
+    for key, pattern in (("cohort", "cohort*.nii.gz"), ("cohort_nii", "cohort*.nii")):
+        files = sorted(str(p) for p in Path(args.work).glob(pattern))
+        if not (args.cohort > 0 and side == "tuned" and (want is None or "cohort" in want) and files):
+            continue
         paths = [files[i % len(files)] for i in range(min(args.cohort, args.cohort_peer))]
+
         def one(p):
             v, aff = read(p)
             sp = [float(np.linalg.norm(aff[:3, a])) for a in range(3)]
@@ -263,7 +267,7 @@ def run_side(args):
             one(p)
         sync()
         sec = time.perf_counter() - t0
-        r["cohort"] = {"scans": len(paths), "seconds": sec, "scans_per_s": len(paths) / sec}
+        r[key] = {"scans": len(paths), "seconds": sec, "scans_per_s": len(paths) / sec}
         r["peak_rss_mb_with_cohort"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if cuda:
         r["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20

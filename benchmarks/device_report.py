@@ -63,12 +63,14 @@ def report(ich, peers, alone=None, bf16=None):
     gpu = [(n, p.get("peak_gpu_mb")) for n, p in (("default peer", d), ("tuned peer", t)) if p.get("peak_gpu_mb")]
     if gpu:
         lines.append("Peak GPU memory allocated by torch: " + ", ".join(f"{n} {v:.0f} MB" for n, v in gpu) + ".")
-    c = ich.get("cohort")
-    if c:
+    for key, files in (("cohort", ".nii.gz files"), ("cohort_nii", "the same files uncompressed (.nii)")):
+        c = ich.get(key)
+        if not c:
+            continue
         rounds = c.get("rounds", [c])
         spread = (f" ({c['fraction_of_bound_min']:.2f}..{c['fraction_of_bound_max']:.2f} over {len(rounds)} rounds)"
                   if len(rounds) > 1 else "")
-        lines += ["", "| cohort | scans/s | scans/min | note |", "|---|---|---|---|",
+        lines += ["", f"| cohort from {files} | scans/s | scans/min | note |", "|---|---|---|---|",
                   f"| ichkit `predict_files` ({c['scans']} scans, batch {c['batch']}, schedule {c.get('schedule', 'auto')}; "
                   f"the median of {len(rounds)} rounds, each timing the forward alone and then the cohort) | "
                   f"{c['scans_per_s']:.2f} | {60 * c['scans_per_s']:.0f} | "
@@ -88,9 +90,9 @@ def report(ich, peers, alone=None, bf16=None):
             b = c["readers_alone_scans_per_s"]
             lines.append(f"| the {c.get('readers', '')} readers measured alone, side by side (no network) | {b:.1f} | "
                          f"{60 * b:.0f} | ichkit at **{c['scans_per_s'] / b:.2f}** of it |")
-        tc = t.get("cohort")
+        tc = t.get(key)
         if tc:
-            lines.append(f"| tuned peer, serial ({tc['scans']} scans timed) | {tc['scans_per_s']:.3f} | "
+            lines.append(f"| tuned peer, serial, the same files ({tc['scans']} scans timed) | {tc['scans_per_s']:.3f} | "
                          f"{60 * tc['scans_per_s']:.1f} | ichkit **{c['scans_per_s'] / tc['scans_per_s']:.1f}x** |")
     if ich.get("cuda_layout"):
         lay = ich["cuda_layout"]

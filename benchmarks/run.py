@@ -5,7 +5,8 @@
 
 Stage 'e2e' (--suite e2e): every stage of a scan's way through ichkit and the whole way (read
 .nii.gz, windows, resampling, skull strip, preprocessing, forward, Grad-CAM of both heads, write a
-heatmap, end to end), the cohort throughput against the model-only bound, and the machine's
+heatmap, end to end), the cohort throughput against the model-only bound (from the .nii.gz files and
+from the same files uncompressed), and the machine's
 ceilings (oneDNN convolutions, memory bandwidth): benchmarks/device/bench_device.cpp beside
 benchmarks/device_peers.py (default and tuned Python pipelines), table by device_report.py. The
 same programs run on a GPU machine through scripts/gpu-bench.
@@ -201,7 +202,8 @@ def e2e_suite(args):
         work = Path(tmp) / "scans"
         ours, peers = Path(tmp) / "ichkit.json", Path(tmp) / "peers.json"
         print("e2e: ichkit (bench_device)", file=sys.stderr, flush=True)
-        subprocess.run([str(binary), "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--cohort-rounds", "5", "--batch", "4",
+        subprocess.run([str(binary), "--repeats", str(args.repeats), "--cohort", str(args.cohort), "--cohort-rounds", "5",
+                        "--cohort-format", "nii.gz,nii", "--batch", "4",
                         "--work", str(work), "--out", str(ours)], check=True, stdout=subprocess.DEVNULL)
         print("e2e: Python peers (device_peers.py; minutes: scipy's skull strip takes seconds a scan)",
               file=sys.stderr, flush=True)

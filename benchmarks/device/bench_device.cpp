@@ -1,7 +1,7 @@
 // bench_device: ichkit's side of the end-to-end benchmark, on the CPU or a CUDA device.
 //
 //   bench_device [--device cpu|cuda] [--precision float32|bfloat16|float16] [--repeats 7]
-//                [--cohort 50] [--batch 4] [--work DIR] [--out result.json]
+//                [--cohort 50] [--cohort-format nii.gz,nii] [--batch 4] [--work DIR] [--out result.json]
 //
 // One 512 x 512 x 32 head CT phantom (0.45 x 0.45 x 5 mm, int16 .nii.gz) goes through every
 // stage alone and then end to end: read .nii.gz, 3 windows, resampling to 1 x 1 x 5 mm, skull
@@ -9,7 +9,8 @@
 // pipeline runs it), the model's whole preprocessing (skull strip included), the forward pass (batch 1 and
 // `--batch`), Grad-CAM of both heads (volume, prognosis) back on the scan grid, and writing a
 // heatmap .nii.gz. Then a cohort of `--cohort` files through Model::predict_files (reading and
-// preprocessing overlapped with inference) against the model-only bound, and, on the CPU, the
+// preprocessing overlapped with inference) against the model-only bound, from .nii.gz files and,
+// with `--cohort-format nii.gz,nii`, from the same files uncompressed, and, on the CPU, the
 // machine's ceilings: every convolution of the forward alone in oneDNN, and memory bandwidth.
 // benchmarks/run.py --suite e2e (CPU) and scripts/gpu-bench (CUDA) run it beside
 // benchmarks/device_peers.py; benchmarks/device_report.py writes the table.
@@ -164,6 +165,12 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "timed runs per stage (after one warm-up)")->check(CLI::Range(1, 1000));
   app.add_option("--cohort", cohort, "scans in the cohort throughput run (0: skip)")->check(CLI::Range(0, 100000));
   int cohort_rounds = 3;
+  std::vector<std::string> cohort_formats{"nii.gz"};
+  app.add_option("--cohort-format", cohort_formats,
+                 "cohort: the files' format, nii.gz (a scanner's int16, gzip level 1; JSON key 'cohort') and/or nii "
+                 "(the same files uncompressed; 'cohort_nii'), comma-separated")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"nii.gz", "nii"}));
   app.add_option("--cohort-rounds", cohort_rounds, "cohort: rounds of (forward alone, cohort), the median round reported")
       ->check(CLI::Range(1, 100));
   app.add_option("--readers", readers, "cohort: reader threads (0: predict_files' default)")->check(CLI::Range(0, 256));
@@ -350,91 +357,99 @@ int main(int argc, char** argv) {
 
     // ---- cohort: predict_files over `cohort` files (8 distinct scans, cycled) vs the model bound
     if (cohort > 0 && wanted("cohort")) {
-      std::vector<std::string> files;
-      for (int s = 0; s < 8; ++s) files.push_back(work + "/cohort" + std::to_string(s) + ".nii.gz");
-      std::vector<std::string> paths;
-      for (int i = 0; i < cohort; ++i) paths.push_back(files[static_cast<std::size_t>(i) % files.size()]);
-      model::Model cm(cfg, 0);  // the model's pipeline (skull strip included)
-      cm.set_device(device, precision);
-      model::CohortOptions co;
-      co.batch_size = batch;
-      co.readers = readers;
-      co.reader_threads = reader_threads;
-      co.schedule = schedule == "overlap"     ? model::CohortOptions::Schedule::Overlap
-                    : schedule == "alternate" ? model::CohortOptions::Schedule::Alternate
-                                              : model::CohortOptions::Schedule::Auto;
-      // warm-up: a full batch (on CUDA the layout choice and cuDNN's algorithm search for its shape)
-      cm.predict_files(std::vector<std::string>(paths.begin(), paths.begin() + std::min<int>(batch, cohort)), co);
-      device_sync();
-      // This VM's speed wanders by up to 2x within minutes, so the cohort and the bound it is
-      // compared with are measured side by side, round after round: each round times the
-      // batched forward alone (median of 3), the cohort, and one scan's reading and
-      // preprocessing on one thread (a reader's work: the 8 files, per scan). The fraction is
-      // each round's own; the report gives the median round.
-      const int threads = runtime_info().threads;
-      json round_list = json::array();
-      for (int round = 0; round < cohort_rounds; ++round) {
-        const double fwd_ms = timeit([&] { m.impl()->infer(xb); }, 3)["median_ms"].get<double>();
-        const auto t0 = Clock::now();
-        std::vector<model::CohortItem> items = cm.predict_files(paths, co);
+      for (const std::string& cohort_format : cohort_formats) {
+        std::vector<std::string> files;
+        for (int s = 0; s < 8; ++s) {
+          files.push_back(work + "/cohort" + std::to_string(s) + "." + cohort_format);
+          if (!fs::exists(files.back()))  // the uncompressed copy of the .nii.gz (same voxels, same header)
+            io::write_nifti(std::get<Volume<std::int16_t>>(io::read_nifti_raw(work + "/cohort" + std::to_string(s) + ".nii.gz")),
+                            files.back());
+        }
+        std::vector<std::string> paths;
+        for (int i = 0; i < cohort; ++i) paths.push_back(files[static_cast<std::size_t>(i) % files.size()]);
+        model::Model cm(cfg, 0);  // the model's pipeline (skull strip included)
+        cm.set_device(device, precision);
+        model::CohortOptions co;
+        co.batch_size = batch;
+        co.readers = readers;
+        co.reader_threads = reader_threads;
+        co.schedule = schedule == "overlap"     ? model::CohortOptions::Schedule::Overlap
+                      : schedule == "alternate" ? model::CohortOptions::Schedule::Alternate
+                                                : model::CohortOptions::Schedule::Auto;
+        // warm-up: a full batch (on CUDA the layout choice and cuDNN's algorithm search for its shape)
+        cm.predict_files(std::vector<std::string>(paths.begin(), paths.begin() + std::min<int>(batch, cohort)), co);
         device_sync();
-        const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-        int ok = 0;
-        for (const auto& it : items) ok += it.ok;
-        if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
-        json prep_t;
-        {
-          ThreadCap one(1);
-          prep_t = timeit([&] { for (const std::string& f : files) cm.impl()->prepare(io::read(f)); }, 1);
+        // This VM's speed wanders by up to 2x within minutes, so the cohort and the bound it is
+        // compared with are measured side by side, round after round: each round times the
+        // batched forward alone (median of 3), the cohort, and one scan's reading and
+        // preprocessing on one thread (a reader's work: the 8 files, per scan). The fraction is
+        // each round's own; the report gives the median round.
+        const int threads = runtime_info().threads;
+        json round_list = json::array();
+        for (int round = 0; round < cohort_rounds; ++round) {
+          const double fwd_ms = timeit([&] { m.impl()->infer(xb); }, 3)["median_ms"].get<double>();
+          const auto t0 = Clock::now();
+          std::vector<model::CohortItem> items = cm.predict_files(paths, co);
+          device_sync();
+          const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+          int ok = 0;
+          for (const auto& it : items) ok += it.ok;
+          if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
+          json prep_t;
+          {
+            ThreadCap one(1);
+            prep_t = timeit([&] { for (const std::string& f : files) cm.impl()->prepare_file(f); }, 1);
+          }
+          const double prep = prep_t["median_ms"].get<double>() / static_cast<double>(files.size());
+          const double bound = batch / (fwd_ms / 1e3);
+          json rd = {{"seconds", sec}, {"scans_per_s", cohort / sec}, {"forward_ms", fwd_ms}, {"model_bound_scans_per_s", bound},
+                     {"fraction_of_bound", (cohort / sec) / bound}, {"prepare_ms_one_thread", prep}};
+          if (!g_cuda) {
+            // the network and the readers share the same cores: per scan, the forward's share of a
+            // batch plus the preparation spread over every core, if nothing were lost to switching
+            const double shared = 1e3 / (fwd_ms / batch + prep / threads);
+            rd["cores_shared_bound_scans_per_s"] = shared;
+            rd["fraction_of_cores_shared_bound"] = (cohort / sec) / shared;
+          } else {
+            // the readers (one per core but one, one thread each) alone: one reader's rate times
+            // their number, and the same readers measured side by side without the network
+            const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+            const int nr = readers > 0 ? readers : static_cast<int>(hw > 1 ? hw - 1 : 1);
+            rd["readers_bound_scans_per_s"] = nr * 1e3 / prep;
+            std::atomic<int> next{0};
+            const auto r0 = Clock::now();
+            std::vector<std::thread> pool;
+            for (int t = 0; t < nr; ++t)
+              pool.emplace_back([&] {
+                ThreadCap one(1);
+                for (int i; (i = next++) < cohort;) cm.impl()->prepare_file(files[static_cast<std::size_t>(i) % files.size()]);
+              });
+            for (auto& t : pool) t.join();
+            rd["readers_alone_scans_per_s"] = cohort / std::chrono::duration<double>(Clock::now() - r0).count();
+            rd["readers"] = nr;
+          }
+          std::cerr << "bench_device: cohort round " << round + 1 << ": " << rd.dump() << "\n";
+          round_list.push_back(rd);
         }
-        const double prep = prep_t["median_ms"].get<double>() / static_cast<double>(files.size());
-        const double bound = batch / (fwd_ms / 1e3);
-        json rd = {{"seconds", sec}, {"scans_per_s", cohort / sec}, {"forward_ms", fwd_ms}, {"model_bound_scans_per_s", bound},
-                   {"fraction_of_bound", (cohort / sec) / bound}, {"prepare_ms_one_thread", prep}};
-        if (!g_cuda) {
-          // the network and the readers share the same cores: per scan, the forward's share of a
-          // batch plus the preparation spread over every core, if nothing were lost to switching
-          const double shared = 1e3 / (fwd_ms / batch + prep / threads);
-          rd["cores_shared_bound_scans_per_s"] = shared;
-          rd["fraction_of_cores_shared_bound"] = (cohort / sec) / shared;
-        } else {
-          // the readers (one per core but one, one thread each) alone: one reader's rate times
-          // their number, and the same readers measured side by side without the network
-          const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-          const int nr = readers > 0 ? readers : static_cast<int>(hw > 1 ? hw - 1 : 1);
-          rd["readers_bound_scans_per_s"] = nr * 1e3 / prep;
-          std::atomic<int> next{0};
-          const auto r0 = Clock::now();
-          std::vector<std::thread> pool;
-          for (int t = 0; t < nr; ++t)
-            pool.emplace_back([&] {
-              ThreadCap one(1);
-              for (int i; (i = next++) < cohort;) cm.impl()->prepare(io::read(files[static_cast<std::size_t>(i) % files.size()]));
-            });
-          for (auto& t : pool) t.join();
-          rd["readers_alone_scans_per_s"] = cohort / std::chrono::duration<double>(Clock::now() - r0).count();
-          rd["readers"] = nr;
-        }
-        std::cerr << "bench_device: cohort round " << round + 1 << ": " << rd.dump() << "\n";
-        round_list.push_back(rd);
+        std::vector<std::size_t> order(round_list.size());
+        for (std::size_t q = 0; q < order.size(); ++q) order[q] = q;
+        std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+          return round_list[a]["fraction_of_bound"].get<double>() < round_list[b]["fraction_of_bound"].get<double>();
+        });
+        json c = round_list[order[order.size() / 2]];  // the median round
+        c["scans"] = cohort;
+        c["batch"] = batch;
+        c["schedule"] = schedule;
+        c["format"] = cohort_format;
+        if (!c.contains("readers")) c["readers"] = co.readers;
+        c["rounds"] = round_list;
+        std::vector<double> fr;
+        for (const auto& rd : round_list) fr.push_back(rd["fraction_of_bound"].get<double>());
+        c["fraction_of_bound_min"] = *std::min_element(fr.begin(), fr.end());
+        c["fraction_of_bound_max"] = *std::max_element(fr.begin(), fr.end());
+        r[cohort_format == "nii" ? "cohort_nii" : "cohort"] = c;
+        r["peak_rss_mb_with_cohort"] = peak_rss_mb();
       }
-      std::vector<std::size_t> order(round_list.size());
-      for (std::size_t q = 0; q < order.size(); ++q) order[q] = q;
-      std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-        return round_list[a]["fraction_of_bound"].get<double>() < round_list[b]["fraction_of_bound"].get<double>();
-      });
-      json c = round_list[order[order.size() / 2]];  // the median round
-      c["scans"] = cohort;
-      c["batch"] = batch;
-      c["schedule"] = schedule;
-      if (!c.contains("readers")) c["readers"] = co.readers;
-      c["rounds"] = round_list;
-      std::vector<double> fr;
-      for (const auto& rd : round_list) fr.push_back(rd["fraction_of_bound"].get<double>());
-      c["fraction_of_bound_min"] = *std::min_element(fr.begin(), fr.end());
-      c["fraction_of_bound_max"] = *std::max_element(fr.begin(), fr.end());
-      r["cohort"] = c;
-      r["peak_rss_mb_with_cohort"] = peak_rss_mb();
     }
 
     // ---- ceilings (CPU)
