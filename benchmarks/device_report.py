@@ -36,6 +36,12 @@ def report(ich, peers, alone=None, bf16=None):
         (int(k[9:]) for k in ich["stages"] if k.startswith("forward_b") and k != "forward_b1"), 4)
     d, t = peers.get("default", {}), peers.get("tuned", {})
     dev = ich["device"] + (f" ({t.get('gpu') or d.get('gpu')})" if ich["device"] != "cpu" else "")
+    cpu = ich.get("cpu") or {}
+    if cpu.get("name"):  # the host of this VM changes between runs, and the ratios with it
+        fms = "/".join(str(cpu[k]) for k in ("family", "model", "stepping") if k in cpu)
+        dev += (f"; CPU {cpu['name']}" + (f" (family/model/stepping {fms})" if fms else "") +
+                (", AVX-512" if cpu.get("avx512f") else "") +
+                "".join(f", {lvl.upper()} {cpu[lvl]}" for lvl in ("l2", "l3") if cpu.get(lvl)))
     lines = [f"Device: **{dev}**, {ich['threads']} CPU threads on both sides; ichkit {ich['ichkit']} (LibTorch "
              f"{ich['torch']}, {ich['precision']}), Python peers on torch {t.get('torch', d.get('torch', '?'))}. "
              f"Network input {'x'.join(str(v) for v in ich['network_input'][1:])} (C, D, H, W). Medians of "

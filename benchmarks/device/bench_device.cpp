@@ -86,6 +86,34 @@ double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
+/// The CPU this run had (/proc/cpuinfo's model name, family / model / stepping, AVX-512 or not, the per-core L2 and the L3
+/// from sysfs): this VM's host changes between runs, and so do the ratios.
+json cpu_info() {
+  json c = json::object();
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "model name" && !c.contains("name")) c["name"] = value;
+    // a VM may show a generic model name: family / model / stepping still tell the core apart
+    if (key == "cpu family" && !c.contains("family")) c["family"] = value;
+    if (key == "model" && !c.contains("model")) c["model"] = value;
+    if (key == "stepping" && !c.contains("stepping")) c["stepping"] = value;
+    if (key == "flags" && !c.contains("avx512f")) c["avx512f"] = (" " + value + " ").find(" avx512f ") != std::string::npos;
+  }
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level(dir + "level"), type(dir + "type"), size(dir + "size");
+    std::string l, t, z;
+    if (!(level >> l) || !(type >> t) || !(size >> z)) break;
+    if (t != "Instruction" && (l == "2" || l == "3")) c["l" + l] = z;
+  }
+  return c;
+}
+
 json g_rss_after = json::object();  // the process's peak RSS after each stage (MB)
 std::set<std::string> g_only;      // --only: the stages to time (empty: all)
 
@@ -214,6 +242,7 @@ int main(int argc, char** argv) {
     r["torch"] = info.torch_version;
     r["ichkit"] = info.ichkit_version;
     r["heap_retention"] = info.heap_retention;
+    r["cpu"] = cpu_info();
     if (g_cuda) {
       if (!torch::cuda::is_available()) throw InvalidArgument("--device cuda: no CUDA device visible to LibTorch");
     }
