@@ -37,6 +37,7 @@
 
 #include "ichkit/core/error.h"
 #include "ichkit/core/threading.h"
+#include "ichkit/core/value_stats.h"
 #include "text.h"
 
 namespace fs = std::filesystem;
@@ -782,6 +783,7 @@ struct Slice {
   bool has_rescale = false;
   double d = 0;           // position along the normal
   float* hu = nullptr;    // rows x columns, column index fastest (inside one shared buffer)
+  ValueStats stats;       // of hu, taken right after decoding it (while it is in cache)
 };
 
 template <class S>
@@ -898,6 +900,7 @@ void decode_file(const FileHeader& h, std::vector<Slice*>& slices, float fill, s
       case 16: to_hu<std::int16_t>(src, s->hu, n, *s, pixrep, stored, bits, h, fill, padding); break;
       case 32: to_hu<std::int32_t>(src, s->hu, n, *s, pixrep, stored, bits, h, fill, padding); break;
     }
+    s->stats = value_stats_serial(s->hu, n);
   }
 }
 
@@ -1162,13 +1165,10 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
     rep.actions.push_back("set " + std::to_string(rep.padding_voxels) + " padding voxels (PixelPaddingValue) to " +
                           mm(options.fill_hu, 0) + " HU");
 
-  // HU plausibility.
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  for (const Slice& sl : slices)
-    for (std::size_t q = 0; q < chosen.rows * chosen.columns; ++q) {
-      lo = std::min(lo, sl.hu[q]);
-      hi = std::max(hi, sl.hu[q]);
-    }
+  // HU plausibility, from the slices' value stats.
+  ValueStats stacked;
+  for (const Slice& sl : slices) stacked.merge(sl.stats);
+  const float lo = stacked.lo, hi = stacked.hi;
   if (chosen.modality != "CT") {
     rep.non_hu = true;
     rep.non_hu_reason = "modality is '" + chosen.modality + "', not CT";
@@ -1245,6 +1245,7 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
     throw ResourceError("the output volume would exceed the memory budget");
 
   Volume<float> out;
+  ValueStats resampled_stats;
   if (!resample) {
     out = Volume<float>::adopt(stack_buffer, shape);  // slices were decoded in place, in order
   } else {
@@ -1256,6 +1257,7 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
     for (std::size_t k = 0; k < nk_in; ++k) ds[k] = slices[k].d;
     const float fill = options.fill_hu;
     const Vec3 along = (tilted && options.tilt == TiltMode::Keep) ? stack : n;  // unit normal component
+    std::vector<ValueStats> out_stats(shape[2]);  // each output slice's, taken as it is written
     parallel_for(static_cast<std::int64_t>(shape[2]), [&](std::int64_t kb, std::int64_t ke) {
       for (std::int64_t k = kb; k < ke; ++k) {
         // The output slice plane is parallel to the input planes in both modes, so the
@@ -1266,6 +1268,7 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
         float* dst = o + std::size_t(k) * shape[0] * shape[1];
         if (k1 >= nk_in || (k1 == 0 && d < ds[0] - 1e-6)) {
           std::fill(dst, dst + shape[0] * shape[1], fill);
+          out_stats[std::size_t(k)] = value_stats_serial(dst, shape[0] * shape[1]);
           continue;
         }
         std::size_t k0 = k1;
@@ -1335,8 +1338,10 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
             }
           }
         }
+        out_stats[std::size_t(k)] = value_stats_serial(dst, shape[0] * shape[1]);  // the slice is still in cache
       }
     });
+    for (const ValueStats& st : out_stats) resampled_stats.merge(st);
   }
   // LPS -> RAS.
   Eigen::Matrix4d ras = lps;
@@ -1352,7 +1357,8 @@ DicomVolume read_dicom(const std::string& path, const DicomReadOptions& options)
   out.metadata().set("series_uid", chosen.series_uid);
   if (!chosen.description.empty()) out.metadata().set("description", chosen.description);
   out.metadata().set("modality", chosen.modality);
-  return {out, rep};
+  // the stacked slices' stats, or the resampled (interpolated, filled) slices'
+  return {out, rep, resample ? resampled_stats : stacked};
 }
 
 }  // namespace ichkit::io

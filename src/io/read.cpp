@@ -32,10 +32,19 @@ Volume<float> read(const std::string& path, const ReadOptions& options) {
 }
 
 Volume<float> read(const std::string& path, const ReadOptions& options, ValueStats& stats) {
-  if (detect_format(path) == Format::Nifti) return read_nifti(path, options, stats);
-  Volume<float> v = read(path, options);
-  stats = value_stats(v.data(), v.size());
-  return v;
+  switch (detect_format(path)) {
+    case Format::Nifti: return read_nifti(path, options, stats);
+    case Format::Dicom:
+    case Format::DicomFolder: {
+      DicomReadOptions o;
+      o.max_bytes = options.max_bytes;
+      DicomVolume dv = read_dicom(path, o);
+      stats = dv.stats;
+      return std::move(dv.volume);
+    }
+    case Format::Unknown: break;
+  }
+  return read(path, options);  // the error for content ichkit cannot read
 }
 
 }  // namespace ichkit::io

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "ichkit/io/read.h"
@@ -94,6 +95,41 @@ TEST_CASE("dicom: signed 13-bit JPEG 2000 stream is sign-extended from BitsStore
   }
   CHECK(lo == -2000.0f);
   CHECK(hi == 1896.0f);
+}
+
+TEST_CASE("dicom: the value stats gathered while decoding equal a plain loop over the volume") {
+  // stacked slices (kept tilt, one slice, an uncalibrated series) and a resampled output
+  struct Case {
+    std::string path;
+    io::TiltMode tilt;
+  };
+  for (const Case& c : {Case{data("dicom/ge-head-tilt"), io::TiltMode::Keep}, Case{data("dicom/ge-head-tilt"), io::TiltMode::Resample},
+                        Case{data("dicom/slicer-ctheadaxial"), io::TiltMode::Keep},
+                        Case{data("dicom/single-slices/CT_small.dcm"), io::TiltMode::Keep}}) {
+    CAPTURE(c.path);
+    CAPTURE(c.tilt == io::TiltMode::Keep);
+    io::DicomReadOptions o;
+    o.tilt = c.tilt;
+    const io::DicomVolume dv = io::read_dicom(c.path, o);
+    std::size_t nan = 0;
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    for (std::size_t n = 0; n < dv.volume.size(); ++n) {
+      const float v = dv.volume.data()[n];
+      if (std::isnan(v)) ++nan;
+      else lo = std::min(lo, v), hi = std::max(hi, v);
+    }
+    CHECK(dv.stats.nan == nan);
+    CHECK(dv.stats.lo == lo);
+    CHECK(dv.stats.hi == hi);
+    CHECK(hi > lo);
+  }
+  // io::read with stats passes the default read's (tilt resampled) on
+  ValueStats st;
+  const Volume<float> v = io::read(data("dicom/ge-head-tilt"), {}, st);
+  const ValueStats want = value_stats(v.data(), v.size());
+  CHECK(st.lo == want.lo);
+  CHECK(st.hi == want.hi);
+  CHECK(st.nan == 0);
 }
 
 TEST_CASE("dicom: uncalibrated CT is flagged as not HU") {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ichkit/core/value_stats.h"
 #include "ichkit/core/volume.h"
 
 namespace ichkit::io {
@@ -117,6 +118,9 @@ struct GeometryReport {
 struct DicomVolume {
   Volume<float> volume;  ///< HU (float32), RAS affine
   GeometryReport report;
+  /// NaN count, smallest and largest voxel of `volume`, gathered slice by slice as each is
+  /// decoded (or resampled) and still in cache: what preprocess::check_hu needs.
+  ValueStats stats;
 };
 
 /// True if the file looks like DICOM: "DICM" at byte 128, or a plausible implicit-VR dataset.

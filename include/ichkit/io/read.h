@@ -22,8 +22,8 @@ Format detect_format(const std::string& path);
 Volume<float> read(const std::string& path, const ReadOptions& options = {});
 
 /// read(), and the ValueStats (NaN count, smallest, largest) of the voxels it returns, for
-/// preprocess::check_hu(scan, stats). NIfTI gathers them in its conversion pass, for free;
-/// DICOM in a pass of its own.
+/// preprocess::check_hu(scan, stats), gathered while the stored values are converted (NIfTI)
+/// or decoded (DICOM, slice by slice; a pass of its own only over a resampled series).
 Volume<float> read(const std::string& path, const ReadOptions& options, ValueStats& stats);
 
 }  // namespace ichkit::io
