@@ -580,30 +580,30 @@ void convert(const unsigned char* src, T* dst, std::size_t count, const NiftiHea
     constexpr std::int64_t block = 4096;
     ValueStats local;
     for (std::int64_t first = b; first < e; first += block) {
-    const std::int64_t last = std::min(e, first + block);
-    for (std::int64_t n = first; n < last; ++n) {
-      S s = load_unaligned<S>(src + n * sizeof(S));
-      if constexpr (std::is_floating_point<T>::value) {
-        if (scale) dst[n] = static_cast<T>(static_cast<double>(s) * slope + inter);
-        else dst[n] = static_cast<T>(s);
-      } else {
-        if constexpr (std::is_floating_point<S>::value) {
-          if (!(s == std::floor(s)) || s < static_cast<S>(std::numeric_limits<T>::lowest()) ||
-              s > static_cast<S>(std::numeric_limits<T>::max()))
-            throw FormatError("'" + path + "': voxel value " + std::to_string(static_cast<double>(s)) +
-                              " does not fit the requested integer type");
-        } else if constexpr (!std::is_same<S, T>::value) {
-          using W = long double;
-          if (static_cast<W>(s) < static_cast<W>(std::numeric_limits<T>::lowest()) ||
-              static_cast<W>(s) > static_cast<W>(std::numeric_limits<T>::max()))
-            throw FormatError("'" + path + "': voxel value " + std::to_string(static_cast<long double>(s)) +
-                              " does not fit the requested integer type");
+      const std::int64_t last = std::min(e, first + block);
+      for (std::int64_t n = first; n < last; ++n) {
+        S s = load_unaligned<S>(src + n * sizeof(S));
+        if constexpr (std::is_floating_point<T>::value) {
+          if (scale) dst[n] = static_cast<T>(static_cast<double>(s) * slope + inter);
+          else dst[n] = static_cast<T>(s);
+        } else {
+          if constexpr (std::is_floating_point<S>::value) {
+            if (!(s == std::floor(s)) || s < static_cast<S>(std::numeric_limits<T>::lowest()) ||
+                s > static_cast<S>(std::numeric_limits<T>::max()))
+              throw FormatError("'" + path + "': voxel value " + std::to_string(static_cast<double>(s)) +
+                                " does not fit the requested integer type");
+          } else if constexpr (!std::is_same<S, T>::value) {
+            using W = long double;
+            if (static_cast<W>(s) < static_cast<W>(std::numeric_limits<T>::lowest()) ||
+                static_cast<W>(s) > static_cast<W>(std::numeric_limits<T>::max()))
+              throw FormatError("'" + path + "': voxel value " + std::to_string(static_cast<long double>(s)) +
+                                " does not fit the requested integer type");
+          }
+          dst[n] = static_cast<T>(s);
         }
-        dst[n] = static_cast<T>(s);
       }
-    }
-    if constexpr (std::is_same<T, float>::value)
-      if (stats) local.merge(value_stats_serial(dst + first, static_cast<std::size_t>(last - first)));
+      if constexpr (std::is_same<T, float>::value)
+        if (stats) local.merge(value_stats_serial(dst + first, static_cast<std::size_t>(last - first)));
     }
     if (stats) {
       std::lock_guard<std::mutex> lock(stats_mutex);

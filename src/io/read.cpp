@@ -17,34 +17,31 @@ Format detect_format(const std::string& path) {
   return Format::Unknown;
 }
 
-Volume<float> read(const std::string& path, const ReadOptions& options) {
+namespace {
+
+// read() with or without the value stats: one format dispatch for both.
+Volume<float> read_impl(const std::string& path, const ReadOptions& options, ValueStats* stats) {
   switch (detect_format(path)) {
-    case Format::Nifti: return read_nifti<float>(path, options);
+    case Format::Nifti: return stats ? read_nifti(path, options, *stats) : read_nifti<float>(path, options);
     case Format::Dicom:
     case Format::DicomFolder: {
       DicomReadOptions o;
       o.max_bytes = options.max_bytes;
-      return read_dicom(path, o).volume;
+      DicomVolume dv = read_dicom(path, o);
+      if (stats) *stats = dv.stats;
+      return std::move(dv.volume);
     }
     case Format::Unknown: break;
   }
   throw FormatError("'" + path + "' is not an image ichkit can read (supported: NIfTI-1/2 .nii/.nii.gz, DICOM files and folders)");
 }
 
+}  // namespace
+
+Volume<float> read(const std::string& path, const ReadOptions& options) { return read_impl(path, options, nullptr); }
+
 Volume<float> read(const std::string& path, const ReadOptions& options, ValueStats& stats) {
-  switch (detect_format(path)) {
-    case Format::Nifti: return read_nifti(path, options, stats);
-    case Format::Dicom:
-    case Format::DicomFolder: {
-      DicomReadOptions o;
-      o.max_bytes = options.max_bytes;
-      DicomVolume dv = read_dicom(path, o);
-      stats = dv.stats;
-      return std::move(dv.volume);
-    }
-    case Format::Unknown: break;
-  }
-  return read(path, options);  // the error for content ichkit cannot read
+  return read_impl(path, options, &stats);
 }
 
 }  // namespace ichkit::io

@@ -23,9 +23,7 @@ Volume<float> PipelineResult::to_scan(const Volume<float>& on_network_grid, Inte
   return resample(on_network_grid, scan_geometry, scan_shape, interp, fill, false);
 }
 
-void check_hu(const Volume<float>& scan) {
-  if (scan.size() > 0) check_hu(scan, value_stats(scan.data(), scan.size()));
-}
+void check_hu(const Volume<float>& scan) { check_hu(scan, value_stats(scan.data(), scan.size())); }
 
 void check_hu(const Volume<float>& scan, const ValueStats& all) {
   const std::size_t n = scan.size();

@@ -23,7 +23,7 @@ Volume<float> read(const std::string& path, const ReadOptions& options = {});
 
 /// read(), and the ValueStats (NaN count, smallest, largest) of the voxels it returns, for
 /// preprocess::check_hu(scan, stats), gathered while the stored values are converted (NIfTI)
-/// or decoded (DICOM, slice by slice; a pass of its own only over a resampled series).
+/// or decoded (DICOM, slice by slice as each is decoded or resampled).
 Volume<float> read(const std::string& path, const ReadOptions& options, ValueStats& stats);
 
 }  // namespace ichkit::io
