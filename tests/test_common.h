@@ -2,6 +2,8 @@
 // Shared helpers of the C++ test suites: where test data lives, temporary folders.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
@@ -11,12 +13,24 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "ichkit/core/value_stats.h"
 
 namespace ichkit::test {
 
 /// tests/data in the source tree (copied real scans and the malformed-file corpus).
 inline std::filesystem::path data_path(const std::string& rel = {}) {
   return std::filesystem::path(ICHKIT_TEST_DATA_DIR) / rel;
+}
+
+/// What ichkit::ValueStats must equal, by a plain loop: the NaN count, and the smallest and
+/// largest of the other values (+inf / -inf when there are none).
+inline ValueStats plain_value_stats(const float* x, std::size_t n) {
+  ValueStats p;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) ++p.nan;
+    else p.lo = std::min(p.lo, x[i]), p.hi = std::max(p.hi, x[i]);
+  }
+  return p;
 }
 
 /// The ichkit error class of `e` ("ResourceError", "GeometryError", "FormatError", "IoError",

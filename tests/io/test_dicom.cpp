@@ -111,22 +111,16 @@ TEST_CASE("dicom: the value stats gathered while decoding equal a plain loop ove
     io::DicomReadOptions o;
     o.tilt = c.tilt;
     const io::DicomVolume dv = io::read_dicom(c.path, o);
-    std::size_t nan = 0;
-    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-    for (std::size_t n = 0; n < dv.volume.size(); ++n) {
-      const float v = dv.volume.data()[n];
-      if (std::isnan(v)) ++nan;
-      else lo = std::min(lo, v), hi = std::max(hi, v);
-    }
-    CHECK(dv.stats.nan == nan);
-    CHECK(dv.stats.lo == lo);
-    CHECK(dv.stats.hi == hi);
-    CHECK(hi > lo);
+    const ValueStats want = test::plain_value_stats(dv.volume.data(), dv.volume.size());
+    CHECK(dv.stats.nan == want.nan);
+    CHECK(dv.stats.lo == want.lo);
+    CHECK(dv.stats.hi == want.hi);
+    CHECK(want.hi > want.lo);
   }
   // io::read with stats passes the default read's (tilt resampled) on
   ValueStats st;
   const Volume<float> v = io::read(data("dicom/ge-head-tilt"), {}, st);
-  const ValueStats want = value_stats(v.data(), v.size());
+  const ValueStats want = test::plain_value_stats(v.data(), v.size());
   CHECK(st.lo == want.lo);
   CHECK(st.hi == want.hi);
   CHECK(st.nan == 0);

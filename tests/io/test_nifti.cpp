@@ -113,15 +113,6 @@ TEST_CASE("nifti: the stats gathered while reading equal a plain loop over the v
   // (zero-copy), float64 (converted), over the parallel chunk and in-cache block boundaries
   TempDir dir;
   set_num_threads(2);
-  auto plain = [](const Volume<float>& v) {
-    ValueStats p;
-    for (std::size_t n = 0; n < v.size(); ++n) {
-      const float x = v.data()[n];
-      if (std::isnan(x)) ++p.nan;
-      else p.lo = std::min(p.lo, x), p.hi = std::max(p.hi, x);
-    }
-    return p;
-  };
   const Shape3 shape{131, 97, 13};  // 165191 voxels: many 4096-voxel blocks and a ragged tail
   Volume<std::int16_t> i16 = ramp<std::int16_t>(shape, Geometry());
   i16(130, 96, 12) = -3000;  // the extremes in the last, ragged block and the first one
@@ -143,7 +134,7 @@ TEST_CASE("nifti: the stats gathered while reading equal a plain loop over the v
     ValueStats got;
     got.nan = 99;  // overwritten, not added to
     const Volume<float> v = io::read(dir / name, {}, got);
-    const ValueStats want = plain(v);
+    const ValueStats want = test::plain_value_stats(v.data(), v.size());
     CHECK(std::memcmp(v.data(), io::read(dir / name).data(), v.size() * sizeof(float)) == 0);
     CHECK(got.nan == want.nan);
     CHECK(got.lo == want.lo);
