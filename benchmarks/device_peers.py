@@ -247,9 +247,10 @@ def run_side(args):
     # the serial peer of the cohort run (tuned side): read, preprocess, predict, one scan after
     # the other; its rate per scan is steady, so --cohort-peer scans are timed (not all 50)
     # (and, when bench_device left them, the same files uncompressed: cohort*.nii)
-    for key, pattern in (("cohort", "cohort*.nii.gz"), ("cohort_nii", "cohort*.nii")):
+    timed = args.cohort > 0 and side == "tuned" and (want is None or "cohort" in want)
+    for key, pattern in (("cohort", "cohort*.nii.gz"), ("cohort_nii", "cohort*.nii")) if timed else ():
         files = sorted(str(p) for p in Path(args.work).glob(pattern))
-        if not (args.cohort > 0 and side == "tuned" and (want is None or "cohort" in want) and files):
+        if not files:
             continue
         paths = [files[i % len(files)] for i in range(min(args.cohort, args.cohort_peer))]
 

@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 #include <iostream>
@@ -97,11 +98,10 @@ json cpu_info() {
     std::string key = line.substr(0, colon);
     key.erase(key.find_last_not_of(" \t") + 1);
     const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
-    if (key == "model name" && !c.contains("name")) c["name"] = value;
-    // a VM may show a generic model name: family / model / stepping still tell the core apart
-    if (key == "cpu family" && !c.contains("family")) c["family"] = value;
-    if (key == "model" && !c.contains("model")) c["model"] = value;
-    if (key == "stepping" && !c.contains("stepping")) c["stepping"] = value;
+    // the first CPU's; a VM may show a generic model name: family / model / stepping still tell the core apart
+    static const std::map<std::string, std::string> fields{
+        {"model name", "name"}, {"cpu family", "family"}, {"model", "model"}, {"stepping", "stepping"}};
+    if (const auto f = fields.find(key); f != fields.end() && !c.contains(f->second)) c[f->second] = value;
     if (key == "flags" && !c.contains("avx512f")) c["avx512f"] = (" " + value + " ").find(" avx512f ") != std::string::npos;
   }
   for (int index = 0; index < 8; ++index) {
@@ -391,8 +391,7 @@ int main(int argc, char** argv) {
         for (int s = 0; s < 8; ++s) {
           files.push_back(work + "/cohort" + std::to_string(s) + "." + cohort_format);
           if (!fs::exists(files.back()))  // the uncompressed copy of the .nii.gz (same voxels, same header)
-            io::write_nifti(std::get<Volume<std::int16_t>>(io::read_nifti_raw(work + "/cohort" + std::to_string(s) + ".nii.gz")),
-                            files.back());
+            io::write_nifti(io::read_nifti<std::int16_t>(work + "/cohort" + std::to_string(s) + ".nii.gz"), files.back());
         }
         std::vector<std::string> paths;
         for (int i = 0; i < cohort; ++i) paths.push_back(files[static_cast<std::size_t>(i) % files.size()]);
