@@ -19,10 +19,8 @@ struct InfoArgs {
   bool json = false;
 };
 
-nlohmann::json describe_volume(const Volume<float>& v) {
-  const ValueStats st = value_stats(v.data(), v.size());
-  const float lo = st.lo, hi = st.hi;
-  const std::size_t nan = st.nan;
+// `st`: v's value stats, as its reader gathered them (no second pass over the voxels)
+nlohmann::json describe_volume(const Volume<float>& v, const ValueStats& st) {
   nlohmann::json j;
   j["shape"] = {v.ni(), v.nj(), v.nk()};
   auto sp = v.spacing();
@@ -36,9 +34,9 @@ nlohmann::json describe_volume(const Volume<float>& v) {
   j["orthogonal"] = v.geometry().is_orthogonal();
   j["voxel_volume_ml"] = std::abs(v.affine().topLeftCorner<3, 3>().determinant()) / 1000.0;
   j["extent_mm"] = {sp[0] * v.ni(), sp[1] * v.nj(), sp[2] * v.nk()};
-  if (nan == v.size()) j["value_range"] = nullptr;
-  else j["value_range"] = {lo, hi};
-  j["nan_voxels"] = nan;
+  if (st.nan == v.size()) j["value_range"] = nullptr;
+  else j["value_range"] = {st.lo, st.hi};
+  j["nan_voxels"] = st.nan;
   return j;
 }
 
@@ -46,7 +44,9 @@ nlohmann::json describe(const std::string& path) {
   const io::Format f = io::detect_format(path);
   if (f == io::Format::Nifti) {
     io::NiftiHeader h = io::read_nifti_header(path);
-    nlohmann::json j = describe_volume(io::read_nifti<float>(path));
+    ValueStats st;
+    const Volume<float> v = io::read_nifti(path, {}, st);
+    nlohmann::json j = describe_volume(v, st);
     j["path"] = path;
     j["format"] = h.version == 1 ? "NIfTI-1" : "NIfTI-2";
     j["compressed"] = h.compressed;
@@ -63,7 +63,7 @@ nlohmann::json describe(const std::string& path) {
     std::vector<std::string> warnings;
     auto series = io::list_series(path, {}, &warnings);
     io::DicomVolume dv = io::read_dicom(path);
-    nlohmann::json j = describe_volume(dv.volume);
+    nlohmann::json j = describe_volume(dv.volume, dv.stats);
     j["path"] = path;
     j["format"] = "DICOM";
     j["datatype"] = "float32 (HU)";

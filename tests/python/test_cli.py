@@ -51,6 +51,29 @@ def test_info_text_and_json(cli, cohort):
     data = ref.get_fdata()
     assert j["value_range"] == pytest.approx([data.min(), data.max()], abs=1e-3)
     assert j["voxel_volume_ml"] == pytest.approx(abs(np.linalg.det(ref.affine[:3, :3])) / 1000)
+    assert j["nan_voxels"] == 0
+
+
+def test_info_counts_nan_and_ranges_the_rest(cli, tmp_path):
+    # float32 with NaN and -inf (the reader's zero-copy path) and a scaled int16 (its converted
+    # path): nibabel's values give the expected range and count
+    rng = np.random.default_rng(3)
+    f = rng.normal(0, 300, (40, 30, 7)).astype(np.float32)
+    f[1, 2, 3] = f[39, 29, 6] = np.nan
+    f[5, 5, 5] = -np.inf
+    i16 = rng.integers(-1000, 2000, (40, 30, 7), dtype=np.int16)
+    scaled = nib.Nifti1Image(i16, np.eye(4))
+    scaled.header.set_slope_inter(0.5, -1024)
+    for name, img in (("f.nii.gz", nib.Nifti1Image(f, np.eye(4))), ("s.nii", scaled)):
+        nib.save(img, str(tmp_path / name))
+        data = nib.load(str(tmp_path / name)).get_fdata(dtype=np.float32)
+        r = run(cli, "info", "--json", str(tmp_path / name))
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout)
+        assert j["nan_voxels"] == int(np.isnan(data).sum())
+        # JSON has no infinity: nlohmann writes it as null
+        want = [float(v) if np.isfinite(v) else None for v in (np.nanmin(data), np.nanmax(data))]
+        assert j["value_range"] == want
 
 
 def test_exit_codes_and_errors(cli, tmp_path, data_dir):
