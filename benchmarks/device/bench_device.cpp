@@ -9,7 +9,8 @@
 // pipeline runs it), the model's whole preprocessing (skull strip included), the forward pass (batch 1 and
 // `--batch`), Grad-CAM of both heads (volume, prognosis) back on the scan grid, and writing a
 // heatmap .nii.gz. Then a cohort of `--cohort` files through Model::predict_files (reading and
-// preprocessing overlapped with inference) against the model-only bound, from .nii.gz files and,
+// preprocessing overlapped with inference) against the model-only bound (the same batches of the
+// same scans, already prepared, timed just before and just after), from .nii.gz files and,
 // with `--cohort-format nii.gz,nii`, from the same files uncompressed, and, on the CPU, the
 // machine's ceilings: every convolution of the forward alone in oneDNN, and memory bandwidth.
 // benchmarks/run.py --suite e2e (CPU) and scripts/gpu-bench (CUDA) run it beside
@@ -407,19 +408,49 @@ int main(int argc, char** argv) {
         // warm-up: a full batch (on CUDA the layout choice and cuDNN's algorithm search for its shape)
         cm.predict_files(std::vector<std::string>(paths.begin(), paths.begin() + std::min<int>(batch, cohort)), co);
         device_sync();
+        // The model-only bound is the cohort with its preprocessing free: the same scans, already
+        // prepared, through the same batches (stacked, run, decoded, like predict_files' own
+        // network thread), timed in full, not a median batch.
+        std::vector<torch::Tensor> prepared_x;
+        std::vector<preprocess::PipelineResult> prepared_pr;
+        for (const std::string& f : files) {
+          auto [x, p] = cm.impl()->prepare_file(f);
+          prepared_x.push_back(x);
+          prepared_pr.push_back(std::move(p));
+        }
+        auto model_only_seconds = [&] {
+          const auto t0 = Clock::now();
+          for (int b0 = 0; b0 < cohort; b0 += batch) {
+            std::vector<torch::Tensor> xs;
+            std::vector<std::size_t> rows;
+            for (int i = b0; i < std::min(cohort, b0 + batch); ++i) {
+              rows.push_back(static_cast<std::size_t>(i) % files.size());
+              xs.push_back(prepared_x[rows.back()]);
+            }
+            const model::MultiTaskNetImpl::Output o = cm.impl()->infer(cm.impl()->stack(xs));
+            for (std::size_t r = 0; r < rows.size(); ++r)
+              cm.impl()->decode(o, static_cast<std::int64_t>(r), prepared_pr[rows[r]]);
+          }
+          device_sync();
+          return std::chrono::duration<double>(Clock::now() - t0).count();
+        };
         // This VM's speed wanders by up to 2x within minutes, so the cohort and the bound it is
-        // compared with are measured side by side, round after round: each round times the
-        // batched forward alone (median of 3), the cohort, and one scan's reading and
-        // preprocessing on one thread (a reader's work: the 8 files, per scan). The fraction is
-        // each round's own; the report gives the median round.
+        // compared with are measured side by side and bracketed: model-only, cohort, model-only,
+        // cohort, ..., model-only. A round's bound is the mean of the model-only runs just before
+        // and just after its cohort (a drift during the round cancels to first order). Each round
+        // also times one scan's reading and preprocessing on one thread (a reader's work: the 8
+        // files, per scan). The fraction is each round's own; the report gives the median round.
         const int threads = runtime_info().threads;
         json round_list = json::array();
+        double model_before = model_only_seconds();
         for (int round = 0; round < cohort_rounds; ++round) {
-          const double fwd_ms = timeit([&] { m.impl()->infer(xb); }, 3)["median_ms"].get<double>();
           const auto t0 = Clock::now();
           std::vector<model::CohortItem> items = cm.predict_files(paths, co);
           device_sync();
           const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+          const double model_after = model_only_seconds();
+          const double model_sec = 0.5 * (model_before + model_after);
+          const double fwd_ms = 1e3 * model_sec * batch / cohort;  // per batch of `batch` scans
           int ok = 0;
           for (const auto& it : items) ok += it.ok;
           if (ok != cohort) throw Error("cohort: " + std::to_string(cohort - ok) + " scan(s) failed: " + items[0].error);
@@ -431,7 +462,9 @@ int main(int argc, char** argv) {
           const double prep = prep_t["median_ms"].get<double>() / static_cast<double>(files.size());
           const double bound = batch / (fwd_ms / 1e3);
           json rd = {{"seconds", sec}, {"scans_per_s", cohort / sec}, {"forward_ms", fwd_ms}, {"model_bound_scans_per_s", bound},
+                     {"model_only_seconds", {model_before, model_after}},
                      {"fraction_of_bound", (cohort / sec) / bound}, {"prepare_ms_one_thread", prep}};
+          model_before = model_after;
           if (!g_cuda) {
             // the network and the readers share the same cores: per scan, the forward's share of a
             // batch plus the preparation spread over every core, if nothing were lost to switching
