@@ -127,34 +127,86 @@ void stage(json& st, const std::string& name, const std::function<void()>& fn, i
   g_rss_after[name] = peak_rss_mb();
 }
 
-/// Copy bandwidth (bytes read + written per second) over 512 MB buffers, all threads, best of 5.
-double memory_bandwidth_gbs() {
-  const std::size_t n = std::size_t(64) << 20;  // floats: 256 MB each
-  std::vector<float> a(n, 1.0f), b(n, 0.0f);
-  double best = 1e30;
-  for (int r = 0; r < 6; ++r) {
+/// Copy bandwidth (bytes read + written per second) over 256 MB buffers, all threads: one copy
+/// per call of `copy()`, which returns its rate in GB/s.
+struct CopyBandwidth {
+  std::vector<float> a, b;
+  CopyBandwidth() : a(std::size_t(64) << 20, 1.0f), b(a.size(), 0.0f) {}  // floats: 256 MB each
+  double copy() {
+    const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(a.size());
     const auto t0 = Clock::now();
 #pragma omp parallel for schedule(static)
-    for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(n); ++i) b[i] = a[i] * 1.0001f;
+    for (std::ptrdiff_t i = 0; i < n; ++i) b[i] = a[i] * 1.0001f;
     const double t = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (r > 0) best = std::min(best, t);
+    volatile float sink = b[static_cast<std::size_t>(n / 2)];  // the copies are used
+    (void)sink;
+    return 2.0 * static_cast<double>(n) * sizeof(float) / t / 1e9;
   }
-  volatile float sink = b[n / 2];  // the copies are used
-  (void)sink;
-  return 2.0 * static_cast<double>(n) * sizeof(float) / best / 1e9;
+};
+
+/// Best of 5 copies (after one untimed), GB/s.
+double memory_bandwidth_gbs(CopyBandwidth& bw) {
+  bw.copy();
+  double best = 0;
+  for (int r = 0; r < 5; ++r) best = std::max(best, bw.copy());
+  return best;
 }
 
-/// The oneDNN ceiling: each convolution of the forward (batch `n`) alone, best of 3, summed.
-json conv_ceiling(const model::Model& m, const std::vector<int64_t>& input) {
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// `work` (a timed run of what ichkit does) and `ceiling` (a timed run of the ceiling's
+/// reference), alternately, `rounds` times after one untimed run of each: this VM's speed moves
+/// within seconds, so each round's two timings share a moment and their ratio is the round's
+/// fraction of the ceiling. Both return seconds. The median, min and max round.
+json paired_fraction(const std::function<double()>& work, const std::function<double()>& ceiling, int rounds) {
+  work();
+  ceiling();
+  std::vector<double> fr, ws, cs;
+  for (int r = 0; r < rounds; ++r) {
+    ws.push_back(work());
+    cs.push_back(ceiling());
+    fr.push_back(cs.back() / ws.back());
+  }
+  return json{{"fraction", median_of(fr)},
+              {"fraction_min", *std::min_element(fr.begin(), fr.end())},
+              {"fraction_max", *std::max_element(fr.begin(), fr.end())},
+              {"rounds", rounds},
+              {"work_ms", 1e3 * median_of(ws)},
+              {"ceiling_ms", 1e3 * median_of(cs)}};
+}
+
+/// The oneDNN ceiling: each convolution of the forward of `x` alone, best of 3, summed; and,
+/// paired with the forward itself round by round (paired_fraction), the forward's fraction of it
+/// (each round: one forward, then each convolution's best of 3 runs - a ceiling, not a peer).
+json conv_ceiling(const model::Model& m, const torch::Tensor& x, int rounds) {
   auto fast = m.impl()->fast_encoder();
   if (!fast) return nullptr;
-  auto convs = fast->convolutions(input);
+  const auto convs = fast->convolutions(x.sizes().vec());
+  std::vector<torch::Tensor> inputs;
   double total = 0, flops = 0;
   for (const auto& c : convs) {
-    total += bench::conv_alone_seconds(c, torch::rand(c.in_shape).to_mkldnn(), /*warmup=*/1, /*timed=*/3);
+    inputs.push_back(torch::rand(c.in_shape).to_mkldnn());
+    total += bench::conv_alone_seconds(c, inputs.back(), /*warmup=*/1, /*timed=*/3);
     flops += c.flops;
   }
-  return json{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};
+  json out{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};
+  out["paired"] = paired_fraction(
+      [&] {
+        const auto t0 = Clock::now();
+        m.impl()->infer(x);
+        return std::chrono::duration<double>(Clock::now() - t0).count();
+      },
+      [&] {
+        double t = 0;
+        for (std::size_t q = 0; q < convs.size(); ++q) t += bench::conv_alone_seconds(convs[q], inputs[q], 0, 3);
+        return t;
+      },
+      rounds);
+  return out;
 }
 
 /// The paper's model (ResNet-18 width 32, volume + prognosis) with skull stripping in its pipeline.
@@ -514,20 +566,31 @@ int main(int argc, char** argv) {
     }
 
     // ---- ceilings (CPU)
+    // The ceilings are measured at the end of the run, minutes after the stages they are compared
+    // with; the stages' fractions of them ("paired") are measured again here, alternating a run
+    // of the stage with a run of its ceiling, round after round (paired_fraction).
     if (!g_cuda && wanted("ceilings")) {
-      const double gbs = memory_bandwidth_gbs();
+      const int rounds = std::max(repeats, 5);
+      CopyBandwidth bw;
+      const double gbs = memory_bandwidth_gbs(bw);
       const std::size_t voxels = scan.size();
       const double window_bytes = static_cast<double>(voxels) * 4 * (1 + 3);  // read once, write 3 channels
       r["ceilings"]["memory_bandwidth_gbs"] = gbs;
       r["ceilings"]["window3_gbs"] = window_bytes / (st["window3"]["median_ms"].get<double>() / 1e3) / 1e9;
-      std::vector<int64_t> in1 = x1.sizes().vec();
-      json c1 = conv_ceiling(m, in1);
+      // a window pass's bandwidth against a copy's, as fractions of time: the copy's seconds for
+      // the window's bytes over the window's seconds
+      r["ceilings"]["window3_paired"] = paired_fraction(
+          [&] {
+            const auto t0 = Clock::now();
+            preprocess::window_stack(scan);
+            return std::chrono::duration<double>(Clock::now() - t0).count();
+          },
+          [&] { return window_bytes / (bw.copy() * 1e9); }, rounds);
+      json c1 = conv_ceiling(m, x1, rounds);
       r["ceilings"]["onednn_conv_b1"] = c1;
       if (!c1.is_null())
         r["ceilings"]["forward_b1_gflops"] = c1["gflop"].get<double>() / (st["forward_b1"]["median_ms"].get<double>() / 1e3);
-      std::vector<int64_t> inb = in1;
-      inb[0] = batch;
-      json cb = conv_ceiling(m, inb);
+      json cb = conv_ceiling(m, xb, rounds);
       r["ceilings"]["onednn_conv_b" + std::to_string(batch)] = cb;
       if (!cb.is_null())
         r["ceilings"]["forward_b" + std::to_string(batch) + "_gflops"] =
