@@ -30,8 +30,9 @@ std::vector<float> passes(const std::vector<const float*>& rows, const std::vect
 TEST_CASE("kernels: weighted_sum equals tap-by-tap passes bit for bit, across block boundaries") {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> value(-1000.0f, 1000.0f), weight(-0.5f, 1.5f);
-  // 64-voxel blocks, then a scalar tail: sizes around both
-  for (std::size_t n : {0u, 1u, 7u, 63u, 64u, 65u, 130u, 511u}) {
+  // 64-voxel blocks, then 8-voxel sums, then a scalar tail: sizes around all three (162: two
+  // blocks, four 8-sums and 2 voxels, a row of the 1 x 1 x 5 mm grid the skull strip smooths)
+  for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 64u, 65u, 71u, 72u, 79u, 130u, 162u, 511u}) {
     for (int taps : {1, 3, 15, 31}) {
       CAPTURE(n);
       CAPTURE(taps);

@@ -20,7 +20,9 @@ namespace ichkit::detail {
 /// a sequence of `out += w[q] * rows[q]` passes over a zeroed buffer gives - in blocks of 64
 /// voxels held in eight 8-float registers (GNU vector extension: one AVX register each in the
 /// AVX2 clone, two SSE registers in the baseline). Eight independent sums hide the latency of
-/// the additions, which with two 8-float sums per block (16 voxels) waited on each other.
+/// the additions, which with two 8-float sums per block (16 voxels) waited on each other. What
+/// is left after the blocks goes 8 voxels at a time, then one at a time: every voxel's sum is the
+/// same products added in the same order, so the result does not depend on which path took it.
 /// A 1D convolution is rows[q] = line + q. `out` must not overlap the rows.
 ICHKIT_AVX2_CLONE inline void weighted_sum(float* __restrict out, const float* const* rows, const float* w, int taps,
                                            std::size_t n) {
@@ -40,6 +42,16 @@ ICHKIT_AVX2_CLONE inline void weighted_sum(float* __restrict out, const float* c
       }
     }
     __builtin_memcpy(out + x0, acc, sizeof acc);
+  }
+  // the rest in single 8-float sums (a 162-voxel row leaves 34 after its two blocks), then one by one
+  for (; x0 + V <= n; x0 += V) {
+    v8 acc = v8{};
+    for (int q = 0; q < taps; ++q) {
+      v8 t;
+      __builtin_memcpy(&t, rows[q] + x0, sizeof t);
+      acc += (v8{} + w[q]) * t;
+    }
+    __builtin_memcpy(out + x0, &acc, sizeof acc);
   }
   for (std::size_t x = x0; x < n; ++x) {
     float acc = 0;
