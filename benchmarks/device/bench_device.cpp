@@ -66,20 +66,28 @@ void device_sync() {
   if (g_cuda) torch::cuda::synchronize();
 }
 
-json timeit(const std::function<void()>& fn, int repeats) {
-  fn();  // warm-up: page cache, allocator, oneDNN/cuDNN primitive choice
+/// One run of `fn`, the device's queue drained, in seconds.
+double seconds(const std::function<void()>& fn) {
+  const auto t0 = Clock::now();
+  fn();
   device_sync();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+json timeit(const std::function<void()>& fn, int repeats) {
+  seconds(fn);  // warm-up: page cache, allocator, oneDNN/cuDNN primitive choice
   std::vector<double> ts;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t0 = Clock::now();
-    fn();
-    device_sync();
-    ts.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-  }
-  std::vector<double> s = ts;
-  std::sort(s.begin(), s.end());
-  const double med = s.size() % 2 ? s[s.size() / 2] : 0.5 * (s[s.size() / 2 - 1] + s[s.size() / 2]);
-  return json{{"median_ms", med}, {"min_ms", s.front()}, {"max_ms", s.back()}, {"n", repeats}};
+  for (int r = 0; r < repeats; ++r) ts.push_back(1e3 * seconds(fn));
+  return json{{"median_ms", median_of(ts)},
+              {"min_ms", *std::min_element(ts.begin(), ts.end())},
+              {"max_ms", *std::max_element(ts.begin(), ts.end())},
+              {"n", repeats}};
 }
 
 double peak_rss_mb() {
@@ -152,12 +160,6 @@ double memory_bandwidth_gbs(CopyBandwidth& bw) {
   return best;
 }
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /// `work` (a timed run of what ichkit does) and `ceiling` (a timed run of the ceiling's
 /// reference), alternately, `rounds` times after one untimed run of each: this VM's speed moves
 /// within seconds, so each round's two timings share a moment and their ratio is the round's
@@ -195,11 +197,7 @@ json conv_ceiling(const model::Model& m, const torch::Tensor& x, int rounds) {
   }
   json out{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};
   out["paired"] = paired_fraction(
-      [&] {
-        const auto t0 = Clock::now();
-        m.impl()->infer(x);
-        return std::chrono::duration<double>(Clock::now() - t0).count();
-      },
+      [&] { return seconds([&] { m.impl()->infer(x); }); },
       [&] {
         double t = 0;
         for (std::size_t q = 0; q < convs.size(); ++q) t += bench::conv_alone_seconds(convs[q], inputs[q], 0, 3);
@@ -252,7 +250,7 @@ int main(int argc, char** argv) {
                  "(the same files uncompressed; 'cohort_nii'), comma-separated")
       ->delimiter(',')
       ->check(CLI::IsMember({"nii.gz", "nii"}));
-  app.add_option("--cohort-rounds", cohort_rounds, "cohort: rounds of (forward alone, cohort), the median round reported")
+  app.add_option("--cohort-rounds", cohort_rounds, "cohort: rounds of (cohort, model-only run), after one model-only run; the median round reported")
       ->check(CLI::Range(1, 100));
   app.add_option("--readers", readers, "cohort: reader threads (0: predict_files' default)")->check(CLI::Range(0, 256));
   app.add_option("--reader-threads", reader_threads, "cohort: kernel threads per reader (0: predict_files' default)")
@@ -471,20 +469,19 @@ int main(int argc, char** argv) {
           prepared_pr.push_back(std::move(p));
         }
         auto model_only_seconds = [&] {
-          const auto t0 = Clock::now();
-          for (int b0 = 0; b0 < cohort; b0 += batch) {
-            std::vector<torch::Tensor> xs;
-            std::vector<std::size_t> rows;
-            for (int i = b0; i < std::min(cohort, b0 + batch); ++i) {
-              rows.push_back(static_cast<std::size_t>(i) % files.size());
-              xs.push_back(prepared_x[rows.back()]);
+          return seconds([&] {
+            for (int b0 = 0; b0 < cohort; b0 += batch) {
+              std::vector<torch::Tensor> xs;
+              std::vector<std::size_t> rows;
+              for (int i = b0; i < std::min(cohort, b0 + batch); ++i) {
+                rows.push_back(static_cast<std::size_t>(i) % files.size());
+                xs.push_back(prepared_x[rows.back()]);
+              }
+              const model::MultiTaskNetImpl::Output o = cm.impl()->infer(cm.impl()->stack(xs));
+              for (std::size_t r = 0; r < rows.size(); ++r)
+                cm.impl()->decode(o, static_cast<std::int64_t>(r), prepared_pr[rows[r]]);
             }
-            const model::MultiTaskNetImpl::Output o = cm.impl()->infer(cm.impl()->stack(xs));
-            for (std::size_t r = 0; r < rows.size(); ++r)
-              cm.impl()->decode(o, static_cast<std::int64_t>(r), prepared_pr[rows[r]]);
-          }
-          device_sync();
-          return std::chrono::duration<double>(Clock::now() - t0).count();
+          });
         };
         // This VM's speed wanders by up to 2x within minutes, so the cohort and the bound it is
         // compared with are measured side by side and bracketed: model-only, cohort, model-only,
@@ -497,10 +494,8 @@ int main(int argc, char** argv) {
         model_only_seconds();  // untimed: the cohort's last, smaller batch is a shape of its own (oneDNN / cuDNN set-up)
         double model_before = model_only_seconds();
         for (int round = 0; round < cohort_rounds; ++round) {
-          const auto t0 = Clock::now();
-          std::vector<model::CohortItem> items = cm.predict_files(paths, co);
-          device_sync();
-          const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+          std::vector<model::CohortItem> items;
+          const double sec = seconds([&] { items = cm.predict_files(paths, co); });
           const double model_after = model_only_seconds();
           const double model_sec = 0.5 * (model_before + model_after);
           const double fwd_ms = 1e3 * model_sec * batch / cohort;  // per batch of `batch` scans
@@ -581,11 +576,7 @@ int main(int argc, char** argv) {
       // a window pass's bandwidth against a copy's, as fractions of time: the copy's seconds for
       // the window's bytes over the window's seconds
       r["ceilings"]["window3_paired"] = paired_fraction(
-          [&] {
-            const auto t0 = Clock::now();
-            preprocess::window_stack(scan);
-            return std::chrono::duration<double>(Clock::now() - t0).count();
-          },
+          [&] { return seconds([&] { preprocess::window_stack(scan); }); },
           [&] { return window_bytes / (bw.copy() * 1e9); }, rounds);
       json c1 = conv_ceiling(m, x1, rounds);
       r["ceilings"]["onednn_conv_b1"] = c1;
