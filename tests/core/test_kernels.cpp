@@ -84,3 +84,29 @@ TEST_CASE("value_stats: NaN count, min and max over several chunks and a ragged 
     CHECK(st.hi == want.hi);
   }
 }
+
+TEST_CASE("value_stats_serial: every lane and the tail, NaN and infinities in each position, as a plain loop gives") {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (std::size_t n = 1; n <= 19; ++n)
+    for (std::size_t at = 0; at < n; ++at)
+      for (const float special : {nan, inf, -inf, -5000.0f, 5000.0f}) {
+        std::vector<float> x(n);
+        for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>((i * 37) % 11) - 5.0f;
+        x[at] = special;
+        if (n > 3) x[(at + 3) % n] = nan;  // a second NaN elsewhere
+        const ichkit::ValueStats want = ichkit::test::plain_value_stats(x.data(), n);
+        const ichkit::ValueStats st = ichkit::value_stats_serial(x.data(), n);
+        CAPTURE(n);
+        CAPTURE(at);
+        CAPTURE(special);
+        CHECK(st.nan == want.nan);
+        CHECK(st.lo == want.lo);
+        CHECK(st.hi == want.hi);
+      }
+  // all NaN: lo and hi stay at +inf and -inf
+  const std::vector<float> all(13, nan);
+  const ichkit::ValueStats st = ichkit::value_stats_serial(all.data(), all.size());
+  CHECK(st.nan == 13);
+  CHECK(st.lo == inf);
+  CHECK(st.hi == -inf);
+}

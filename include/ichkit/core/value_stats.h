@@ -9,6 +9,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "ichkit/core/threading.h"
 
 namespace ichkit {
@@ -27,36 +31,45 @@ struct ValueStats {
   }
 };
 
-/// The stats of x[0..n) on the calling thread: eight independent lanes, so the compiler keeps
-/// the minima, maxima and counts in vector registers (NaN compares false: it never becomes lo
-/// or hi). Called on a block that is still in cache, it costs next to nothing.
+/// The stats of x[0..n) on the calling thread. On x86-64 two SSE2 lanes of four: minps/maxps
+/// keep their second operand when the first is NaN, which is exactly `v < lo ? v : lo` (a NaN
+/// never becomes lo or hi), and the unordered compare counts the NaN. GCC does not vectorise the
+/// scalar form (the NaN count defeats it): it ran at 1.2 ns a value, 10 ms of a 512x512x32 scan's
+/// read; this runs at 0.2-0.3 ns. Called on a block that is still in cache.
 inline ValueStats value_stats_serial(const float* x, std::size_t n) {
-  constexpr int L = 8;
-  float lo[L], hi[L];
-  std::uint32_t nan[L];
-  for (int l = 0; l < L; ++l) lo[l] = ValueStats{}.lo, hi[l] = ValueStats{}.hi, nan[l] = 0;
-  // the per-lane counts are 32-bit: fold them into the result every 2^30 groups
   ValueStats p;
   std::size_t i = 0;
-  while (i + L <= n) {
-    const std::size_t stop = i + std::min<std::size_t>((n - i) / L, std::size_t(1) << 30) * L;
-    for (; i < stop; i += L)
-      for (int l = 0; l < L; ++l) {
-        const float v = x[i + static_cast<std::size_t>(l)];
-        lo[l] = v < lo[l] ? v : lo[l];
-        hi[l] = v > hi[l] ? v : hi[l];
-        nan[l] += v != v;
-      }
-    for (int l = 0; l < L; ++l) p.nan += nan[l], nan[l] = 0;
+#if defined(__SSE2__)
+  while (i + 8 <= n) {
+    // the per-lane counts are 32-bit: fold them into the result every 2^30 groups
+    const std::size_t stop = i + std::min<std::size_t>((n - i) / 8, std::size_t(1) << 30) * 8;
+    __m128 lo0 = _mm_set1_ps(p.lo), lo1 = lo0, hi0 = _mm_set1_ps(p.hi), hi1 = hi0;
+    __m128i nan0 = _mm_setzero_si128(), nan1 = nan0;
+    for (; i < stop; i += 8) {
+      const __m128 a = _mm_loadu_ps(x + i), b = _mm_loadu_ps(x + i + 4);
+      lo0 = _mm_min_ps(a, lo0);
+      lo1 = _mm_min_ps(b, lo1);
+      hi0 = _mm_max_ps(a, hi0);
+      hi1 = _mm_max_ps(b, hi1);
+      nan0 = _mm_sub_epi32(nan0, _mm_castps_si128(_mm_cmpunord_ps(a, a)));  // all-ones = -1
+      nan1 = _mm_sub_epi32(nan1, _mm_castps_si128(_mm_cmpunord_ps(b, b)));
+    }
+    alignas(16) float lo[8], hi[8];
+    alignas(16) std::uint32_t nan[8];
+    _mm_store_ps(lo, lo0), _mm_store_ps(lo + 4, lo1), _mm_store_ps(hi, hi0), _mm_store_ps(hi + 4, hi1);
+    _mm_store_si128(reinterpret_cast<__m128i*>(nan), nan0);
+    _mm_store_si128(reinterpret_cast<__m128i*>(nan + 4), nan1);
+    for (int l = 0; l < 8; ++l) {
+      p.lo = std::min(p.lo, lo[l]);
+      p.hi = std::max(p.hi, hi[l]);
+      p.nan += nan[l];
+    }
   }
+#endif
   for (; i < n; ++i) {
     p.nan += x[i] != x[i];
     p.lo = x[i] < p.lo ? x[i] : p.lo;
     p.hi = x[i] > p.hi ? x[i] : p.hi;
-  }
-  for (int l = 0; l < L; ++l) {
-    p.lo = std::min(p.lo, lo[l]);
-    p.hi = std::max(p.hi, hi[l]);
   }
   return p;
 }
