@@ -4,6 +4,7 @@
 // weights - the speed a forward would have if nothing but convolutions ran.
 #include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "ichkit/model/net.h"
 
@@ -21,5 +22,26 @@ inline double conv_alone_seconds(const model::FastEncoder::ConvCall& c, const to
   }
   return best;
 }
+
+/// Every convolution of a forward of input shape `shape`, each with a random input of its
+/// own (MKL-DNN), and their total FLOPs: the ceiling the forward is measured against.
+struct ForwardConvolutions {
+  std::vector<model::FastEncoder::ConvCall> convs;
+  std::vector<torch::Tensor> inputs;
+  double flops = 0;
+
+  ForwardConvolutions(const model::FastEncoder& fast, const std::vector<int64_t>& shape) : convs(fast.convolutions(shape)) {
+    for (const auto& c : convs) {
+      inputs.push_back(torch::rand(c.in_shape).to_mkldnn());
+      flops += c.flops;
+    }
+  }
+  /// The sum over the convolutions of each one's best of `timed` runs alone (conv_alone_seconds).
+  double seconds(int warmup, int timed) const {
+    double t = 0;
+    for (std::size_t q = 0; q < convs.size(); ++q) t += conv_alone_seconds(convs[q], inputs[q], warmup, timed);
+    return t;
+  }
+};
 
 }  // namespace ichkit::bench

@@ -187,23 +187,10 @@ json paired_fraction(const std::function<double()>& work, const std::function<do
 json conv_ceiling(const model::Model& m, const torch::Tensor& x, int rounds) {
   auto fast = m.impl()->fast_encoder();
   if (!fast) return nullptr;
-  const auto convs = fast->convolutions(x.sizes().vec());
-  std::vector<torch::Tensor> inputs;
-  double total = 0, flops = 0;
-  for (const auto& c : convs) {
-    inputs.push_back(torch::rand(c.in_shape).to_mkldnn());
-    total += bench::conv_alone_seconds(c, inputs.back(), /*warmup=*/1, /*timed=*/3);
-    flops += c.flops;
-  }
-  json out{{"ms", total * 1e3}, {"gflop", flops / 1e9}, {"gflops", flops / total / 1e9}};
-  out["paired"] = paired_fraction(
-      [&] { return seconds([&] { m.impl()->infer(x); }); },
-      [&] {
-        double t = 0;
-        for (std::size_t q = 0; q < convs.size(); ++q) t += bench::conv_alone_seconds(convs[q], inputs[q], 0, 3);
-        return t;
-      },
-      rounds);
+  const bench::ForwardConvolutions fc(*fast, x.sizes().vec());
+  const double total = fc.seconds(/*warmup=*/1, /*timed=*/3);
+  json out{{"ms", total * 1e3}, {"gflop", fc.flops / 1e9}, {"gflops", fc.flops / total / 1e9}};
+  out["paired"] = paired_fraction([&] { return seconds([&] { m.impl()->infer(x); }); }, [&] { return fc.seconds(0, 3); }, rounds);
   return out;
 }
 

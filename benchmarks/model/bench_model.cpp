@@ -107,17 +107,9 @@ void BM_TrainStep(benchmark::State& st) {
 /// at oneDNN's speed.
 void BM_ConvCeiling(benchmark::State& st) {
   const int s = static_cast<int>(st.range(0));
-  auto convs = model().impl()->fast_encoder()->convolutions(kShapes[static_cast<std::size_t>(s)]);
-  std::vector<torch::Tensor> inputs;
-  for (const auto& c : convs) inputs.push_back(torch::rand(c.in_shape).to_mkldnn());
-  double total_flops = 0;
-  for (const auto& c : convs) total_flops += c.flops;
-  for (auto _ : st) {
-    double sum = 0;
-    for (std::size_t i = 0; i < convs.size(); ++i) sum += bench::conv_alone_seconds(convs[i], inputs[i], /*warmup=*/0, /*timed=*/3);
-    st.SetIterationTime(sum);
-  }
-  set_flops(st, total_flops);
+  const bench::ForwardConvolutions fc(*model().impl()->fast_encoder(), kShapes[static_cast<std::size_t>(s)]);
+  for (auto _ : st) st.SetIterationTime(fc.seconds(/*warmup=*/0, /*timed=*/3));
+  set_flops(st, fc.flops);
 }
 
 struct Init {
