@@ -495,7 +495,7 @@ int main(int argc, char** argv) {
             prep_t = timeit([&] { for (const std::string& f : files) cm.impl()->prepare_file(f); }, 1);
           }
           const double prep = prep_t["median_ms"].get<double>() / static_cast<double>(files.size());
-          const double bound = batch / (fwd_ms / 1e3);
+          const double bound = cohort / model_sec;
           json rd = {{"seconds", sec}, {"scans_per_s", cohort / sec}, {"forward_ms", fwd_ms}, {"model_bound_scans_per_s", bound},
                      {"model_only_seconds", {model_before, model_after}},
                      {"fraction_of_bound", (cohort / sec) / bound}, {"prepare_ms_one_thread", prep}};
