@@ -31,7 +31,7 @@ def ratio(peer, ours):
     return f"**{peer['median_ms'] / ours['median_ms']:.1f}x**" if peer and ours else "-"
 
 
-def report(ich, peers, alone=None, bf16=None):
+def report(ich, peers, alone=None, reduced=()):
     batch = ich.get("cohort", {}).get("batch") or next(
         (int(k[9:]) for k in ich["stages"] if k.startswith("forward_b") and k != "forward_b1"), 4)
     d, t = peers.get("default", {}), peers.get("tuned", {})
@@ -116,8 +116,8 @@ def report(ich, peers, alone=None, bf16=None):
             if row[0]:
                 lines.append(f"| batch {b} | {lay.get('b' + b, '?')} | " + " | ".join(ms(x) for x in row) + " |")
     refs = [(ich["precision"], ich.get("cpu_reference"), ich.get("prediction"))]
-    if bf16:
-        refs.append((bf16["precision"], bf16.get("cpu_reference"), bf16.get("prediction")))
+    for red in reduced:
+        refs.append((red["precision"], red.get("cpu_reference"), red.get("prediction")))
     if any(r for _, r, _ in refs):
         lines += ["", "Against the CPU (the same weights and scan, float32 on the CPU):", "",
                   "| on the device | volume mL (CPU) | difference | P(poor) (CPU) | difference | maps: max abs difference "
@@ -128,11 +128,12 @@ def report(ich, peers, alone=None, bf16=None):
             maps = ", ".join(f"{m['head']} {m['max_abs_diff_normalized']:.1e} / {m['pearson']:.6f}" for m in r["maps"])
             lines.append(f"| {prec}: volume {pred['volume_ml']:.4f}, P(poor) {pred['p_poor']:.5f} | {r['volume_ml']:.4f} | "
                          f"{r['volume_abs_diff_ml']:.1e} | {r['p_poor']:.5f} | {r['p_poor_abs_diff']:.1e} | {maps} |")
-    if bf16:
-        lines += ["", "| bfloat16 against float32 on the device | float32 ms | bfloat16 ms | float32 / bfloat16 |",
+    for red in reduced:
+        p = red["precision"]
+        lines += ["", f"| {p} against float32 on the device | float32 ms | {p} ms | float32 / {p} |",
                   "|---|---|---|---|"]
         for key in ("forward_b1", f"forward_b{batch}", "gradcam_both", "gradcam_both_from_scan", "end_to_end"):
-            a, b = ich["stages"].get(key), bf16["stages"].get(key)
+            a, b = ich["stages"].get(key), red["stages"].get(key)
             if a and b:
                 lines.append(f"| {key} | {ms(a)} | {ms(b)} | {a['median_ms'] / b['median_ms']:.2f}x |")
     ce = ich.get("ceilings")
@@ -172,7 +173,9 @@ def main():
     ap.add_argument("peers")
     ap.add_argument("--out")
     ap.add_argument("--title", default="")
-    ap.add_argument("--bf16", help="bench_device's result for --precision bfloat16 (same device)")
+    ap.add_argument("--reduced", nargs="+", default=[], metavar="JSON",
+                    help="bench_device's results for --precision bfloat16 / float16 (same device)")
+    ap.add_argument("--bf16", help="the same as --reduced with one file (older scripts)")
     ap.add_argument("--rss", nargs=2, metavar=("ICHKIT", "PEERS"),
                     help="results of both sides run with --only end_to_end (their own peak RSS)")
     a = ap.parse_args()
@@ -184,12 +187,13 @@ def main():
     if a.rss:
         ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
         rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
-    bf16 = json.loads(Path(a.bf16).read_text()) if a.bf16 else None
-    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss, bf16)
+    reduced = [json.loads(Path(f).read_text()) for f in a.reduced + ([a.bf16] if a.bf16 else [])]
+    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss, reduced)
     if a.out:
         Path(a.out).write_text(text)
         Path(a.out).with_suffix(".json").write_text(
-            json.dumps({"ichkit": ich, "peers": peers, "end_to_end_alone": rss, "ichkit_bfloat16": bf16}, indent=2) + "\n")
+            json.dumps({"ichkit": ich, "peers": peers, "end_to_end_alone": rss,
+                        **{f"ichkit_{r['precision']}": r for r in reduced}}, indent=2) + "\n")
     print(text)
 
 
