@@ -4,6 +4,7 @@ from ._core.preprocess import (  # noqa: F401
     Pipeline,
     PipelineResult,
     center_crop_or_pad,
+    check_coverage,
     check_hu,
     crop_or_pad,
     crop_to_foreground,
@@ -18,5 +19,5 @@ from ._core.preprocess import (  # noqa: F401
     window_stack,
 )
 
-__all__ = ["Pipeline", "PipelineResult", "center_crop_or_pad", "check_hu", "crop_or_pad", "crop_to_foreground", "reorient", "resample", "resample_like",
+__all__ = ["Pipeline", "PipelineResult", "center_crop_or_pad", "check_coverage", "check_hu", "crop_or_pad", "crop_to_foreground", "reorient", "resample", "resample_like",
            "resample_to_shape", "resample_to_spacing", "scale_intensity_range", "skull_strip", "window", "window_stack"]

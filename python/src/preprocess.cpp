@@ -161,7 +161,15 @@ void bind_preprocess(py::module_& root) {
           check_hu(hu);
         }, py::arg("volume"),
         "Raise InvalidArgument unless the scan can be a CT in HU: NaN or infinite voxels, no voxel above -500 "
-        "(no head), or none below 0 with values above 1500 (stored values, not HU). Pipeline.run does this first.");
+        "(no head), values above 40000 or spanning under 20, or none below 0 with values above 1500 or most "
+        "positive voxels above 500 (stored values, not HU). The model does this first; Pipeline.run does not.");
+
+  m.def("check_coverage", [](const py::object& v, std::size_t min_voxels, double min_mm) {
+          std::visit([&](const auto& x) { check_coverage(x, min_voxels, min_mm); }, unwrap(v));
+        }, py::arg("volume"), py::arg("min_voxels") = 3, py::arg("min_mm") = 30.0,
+        "Raise InvalidArgument when the scan is too thin along an axis to be a CT of the head (fewer than "
+        "min_voxels voxels or min_mm mm): one DICOM image instead of its series, a localizer, a slab. The model "
+        "does this first.");
 
   py::class_<PipelineResult>(m, "PipelineResult", "The network input of one scan and the way back to the scan grid.")
       .def_property_readonly("input", [](const PipelineResult& r) { return channels_array(r.input); },

@@ -362,7 +362,8 @@ Model Model::load(const std::string& path, const LoadOptions& options) {
 // ---- prediction --------------------------------------------------------------------------
 
 std::pair<torch::Tensor, preprocess::PipelineResult> Model::Impl::prepare(const Volume<float>& scan, const ValueStats* stats) const {
-  // NaN, no head, not HU: a clear error rather than a number
+  // NaN, no head, not HU, one image or a thin slab: a clear error rather than a number
+  preprocess::check_coverage(scan);
   if (stats) preprocess::check_hu(scan, *stats);
   else preprocess::check_hu(scan);
   preprocess::PipelineResult pr = pipeline.run(scan);

@@ -249,6 +249,7 @@ private:
     try {
       ValueStats stats;
       const Volume<float> scan = io::read(c.image, {}, stats);
+      preprocess::check_coverage(scan);
       preprocess::check_hu(scan, stats);
       preprocess::PipelineResult pr = pipeline_.run(scan);
       s.x = channels_tensor(pr.input).clone();

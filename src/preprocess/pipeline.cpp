@@ -58,6 +58,37 @@ void check_hu(const Volume<float>& scan, const ValueStats& all) {
     throw InvalidArgument("no voxel of the scan is below 0 HU and its values reach " + num(all.hi) + " (range [" + num(all.lo) + ", " +
                           num(all.hi) + "]): these look like stored CT values, not HU (the rescale slope / intercept "
                           "or NIfTI scl_slope / scl_inter not applied?), or the scan is not a CT; a head CT in HU holds air at about -1000");
+  if (all.lo >= 0.0f && all.hi > 500.0f) {
+    // Nothing below 0 and no bone above 1500: a skull-stripped scan (background 0) in HU, or one
+    // in stored values (HU + 1024) without bone. Their bulk tells them apart: brain and blood
+    // are 0..100 HU, stored 1024..1124. Most positive voxels above 500 cannot be a head in HU.
+    std::size_t positive = 0, high = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      positive += x[i] > 0.0f;
+      high += x[i] > 500.0f;
+    }
+    if (2 * high > positive)
+      throw InvalidArgument("no voxel of the scan is below 0 HU and " + std::to_string(high * 100 / positive) +
+                            " % of its positive voxels are above 500 (range [" + num(all.lo) + ", " + num(all.hi) +
+                            "]): these look like stored CT values, not HU (the rescale slope / intercept or NIfTI "
+                            "scl_slope / scl_inter not applied?) - brain and blood in HU lie between 0 and 100");
+  }
+}
+
+void check_coverage(const Shape3& shape, const Geometry& geometry, std::size_t min_voxels, double min_mm) {
+  const char* axis = "ijk";
+  const Eigen::Vector3d sp = geometry.spacing();
+  for (int a = 0; a < 3; ++a) {
+    const std::size_t nv = shape[a];
+    const double mm = static_cast<double>(nv) * sp[a];
+    if (nv >= min_voxels && mm >= min_mm) continue;
+    std::ostringstream o;
+    o << "the scan has " << nv << " voxel(s) along " << axis[a] << ", " << mm << " mm (" << shape[0] << " x " << shape[1]
+      << " x " << shape[2] << " voxels of " << sp[0] << " x " << sp[1] << " x " << sp[2] << " mm): " << (nv == 1 ? "a single image" : "a thin slab")
+      << ", not a CT of the head - the model needs at least " << min_voxels << " voxels and " << min_mm
+      << " mm along each axis (a DICOM series: give its folder, not one file)";
+    throw InvalidArgument(o.str());
+  }
 }
 
 Pipeline& Pipeline::add(Step s) {

@@ -1,4 +1,4 @@
-// check_hu: the model's gate in front of its pipeline (every prediction, explanation and
+// check_hu and check_coverage: the model's gates in front of its pipeline (every prediction, explanation and
 // training sample). Real scans and phantoms in HU pass; what cannot be a CT in HU is refused
 // with an error that says what was found.
 #include <cmath>
@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "ichkit/core/value_stats.h"
 #include "ichkit/io/read.h"
 #include "ichkit/phantom/phantom.h"
+#include "ichkit/preprocess/crop.h"
 #include "ichkit/preprocess/pipeline.h"
 #include "ichkit/preprocess/window.h"
 #include "test_common.h"
@@ -113,4 +115,58 @@ TEST_CASE("check_hu with the reader's stats gives the verdict and the message of
     if (expect[f].empty()) CHECK(with_stats.empty());
     else CHECK(with_stats.find(expect[f]) != std::string::npos);
   }
+}
+
+TEST_CASE("check_hu: stored values without bone are refused; a skull-stripped scan in HU passes") {
+  const phantom::Case c = small_case();
+  // skull-stripped, background 0: air, fat and bone set to 0, brain and blood kept
+  Volume<float> hu = c.image.deep_copy();
+  for (std::size_t i = 0; i < hu.size(); ++i)
+    if (hu.data()[i] < 0.0f || hu.data()[i] > 100.0f) hu.data()[i] = 0.0f;
+  CHECK(refusal(hu).empty());
+  // ... with a few calcifications above 500 HU, which reach the bulk test: still HU
+  Volume<float> calcified = hu.deep_copy();
+  for (std::size_t k = 0; k < 4; ++k) calcified(32, 32, k + 4) = 1200.0f;
+  CHECK(refusal(calcified).empty());
+  // the stripped scan stored as HU + 1024 (background 0): nothing below 0, no bone, bulk ~1050
+  Volume<float> stored = hu.deep_copy();
+  for (std::size_t i = 0; i < stored.size(); ++i)
+    if (stored.data()[i] != 0.0f) stored.data()[i] += 1024.0f;
+  const std::string why = refusal(stored);
+  CHECK(why.find("stored CT values, not HU") != std::string::npos);
+  CHECK(why.find("% of its positive voxels are above 500") != std::string::npos);
+  // the reader's stats give the same verdict
+  ValueStats st = value_stats(stored.data(), stored.size());
+  CHECK_THROWS_WITH_AS(check_hu(stored, st), doctest::Contains("stored CT values"), InvalidArgument);
+}
+
+TEST_CASE("check_coverage: one image or a thin slab is refused, a head CT passes") {
+  using preprocess::check_coverage;
+  const phantom::Case c = small_case();  // 64 x 64 x 12 voxels of 3 x 3 x 10 mm
+  CHECK_NOTHROW(check_coverage(c.image));
+  CHECK_NOTHROW(check_coverage(io::read(test::data_path("dicom/ge-head-tilt").string())));
+  auto refused = [](const Volume<float>& v) {
+    try {
+      check_coverage(v);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  // one slice of the phantom, and two (20 mm: under 30)
+  const Volume<float> one = preprocess::crop_or_pad(c.image, {0, 0, 5}, {64, 64, 6});
+  CHECK(refused(one).find("1 voxel(s) along k") != std::string::npos);
+  CHECK(refused(one).find("a single image") != std::string::npos);
+  const Volume<float> two = preprocess::crop_or_pad(c.image, {0, 0, 5}, {64, 64, 7});
+  CHECK(refused(two).find("a thin slab") != std::string::npos);
+  CHECK(refused(preprocess::crop_or_pad(c.image, {0, 0, 4}, {64, 64, 7})).empty());  // 3 slices, 30 mm
+  // 9 voxels of 3 mm along j: 27 mm
+  CHECK(refused(preprocess::crop_or_pad(c.image, {0, 0, 0}, {64, 9, 12})).find("along j, 27 mm") != std::string::npos);
+  // a real single DICOM image: in HU (check_hu passes it), but not a head volume
+  const Volume<float> dcm = io::read(test::data_path("dicom/single-slices/CT_small.dcm").string());
+  CHECK_NOTHROW(check_hu(dcm));
+  CHECK(refused(dcm).find("give its folder") != std::string::npos);
+  // the thresholds are the caller's
+  CHECK_NOTHROW(check_coverage(one, 1, 1.0));
+  CHECK_THROWS_AS(check_coverage(c.image, 13), InvalidArgument);
 }

@@ -1,6 +1,7 @@
 """Preprocessing against independent references: scipy.ndimage.map_coordinates driven by the same
 world-grid mapping, nibabel's as_closest_canonical, and analytic window values."""
 import itertools
+import subprocess
 
 import nibabel as nib
 import numpy as np
@@ -319,3 +320,42 @@ def test_check_hu_refuses_what_cannot_be_ct_in_hu(head):
     with pytest.raises(ichkit.InvalidArgument, match="NaN"):
         ichkit.explain.explain(m, ichkit.Volume(b, affine=img.affine), ["volume"])
     pp.Pipeline.default_head_ct().run(ichkit.Volume(head["mask"].array.astype(np.float32), affine=img.affine))
+
+
+def test_check_coverage_refuses_one_image_or_a_thin_slab(head, tmp_path, cli):
+    img = head["image"]
+    a = img.array.astype(np.float32)
+    pp.check_coverage(img)  # the phantom head passes
+    spacing = np.linalg.norm(img.affine[:3, :3], axis=0)
+    one = ichkit.Volume(np.ascontiguousarray(a[:, :, 10:11]), affine=img.affine)
+    pp.check_hu(one)  # one slice is still HU ...
+    with pytest.raises(ichkit.InvalidArgument, match=r"1 voxel\(s\) along k.*a single image"):
+        pp.check_coverage(one)  # ... but not a head volume
+    slab = ichkit.Volume(np.ascontiguousarray(a[:, :, 10:12]), affine=img.affine)
+    with pytest.raises(ichkit.InvalidArgument, match="a thin slab"):
+        pp.check_coverage(slab)
+    pp.check_coverage(one, min_voxels=1, min_mm=float(spacing[2]))
+    # any voxel type: the check reads the shape and the affine only
+    pp.check_coverage(ichkit.Volume(a.astype(np.int16), affine=img.affine))
+    # the model refuses it before its pipeline, and so does the CLI (exit 1, the scan named)
+    config = ichkit.model.default_config()
+    config["encoder"].update(depth=10, width=4)
+    m = ichkit.model.Model(config, seed=0)
+    with pytest.raises(ichkit.InvalidArgument, match="a single image"):
+        m.predict(one)
+    nib.save(nib.Nifti1Image(a[:, :, 10:11].astype(np.int16), img.affine), tmp_path / "one.nii.gz")
+    m.save(str(tmp_path / "m.ichkit"))
+    r = subprocess.run([cli, "predict", "--model", str(tmp_path / "m.ichkit"), str(tmp_path / "one.nii.gz")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "one.nii.gz" in r.stderr and "a single image" in r.stderr
+
+
+def test_check_hu_refuses_stored_values_without_bone(head):
+    a = head["image"].array.astype(np.float32)
+    stripped = np.where((a < 0) | (a > 100), 0.0, a).astype(np.float32)  # skull-stripped, background 0
+    pp.check_hu(ichkit.Volume(stripped, affine=head["image"].affine))
+    stored = np.where(stripped != 0, stripped + 1024.0, 0.0).astype(np.float32)
+    assert stored.max() < 1500  # under the bone rule: only the bulk rule can tell
+    with pytest.raises(ichkit.InvalidArgument, match="stored CT values, not HU"):
+        pp.check_hu(ichkit.Volume(stored, affine=head["image"].affine))

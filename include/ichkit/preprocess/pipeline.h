@@ -36,7 +36,9 @@ struct PipelineResult {
 /// units: NaN or infinite voxels; no voxel above -500 HU (air or padding only: no head); values
 /// above 40000 (beyond any CT scale); values spanning less than 20 HU (constant, or already
 /// normalised / windowed); or no voxel below 0 with values above 1500 (stored values whose rescale
-/// slope / intercept was not applied, or not a CT: a head CT in HU always holds air, about -1000).
+/// slope / intercept was not applied, or not a CT: a head CT in HU always holds air, about -1000);
+/// or no voxel below 0 and most positive voxels above 500 (stored values without bone, e.g. a
+/// skull-stripped scan saved as HU + 1024: brain and blood in HU lie between 0 and 100).
 /// It refuses only what cannot be HU; the DICOM reader's report (`io::GeometryReport::non_hu`) warns
 /// more widely (nothing below -200, or a modality other than CT). The model calls it on every scan before
 /// its pipeline (predict, predict_files, explain, training samples); Pipeline::run itself does
@@ -48,6 +50,16 @@ void check_hu(const Volume<float>& scan);
 /// no pass over the voxels unless the scan is refused for NaN or infinite values (to name the
 /// first). `stats` must be those of `scan`'s voxels as they are now.
 void check_hu(const Volume<float>& scan, const ValueStats& stats);
+
+/// Refuse, with InvalidArgument, a scan that is too thin along any axis to be a CT of the head:
+/// fewer than `min_voxels` voxels or `min_mm` millimetres (a single DICOM image instead of its
+/// series, a localizer, a slab). The model calls it on every scan beside check_hu; the check_hu
+/// gate stays about values only.
+void check_coverage(const Shape3& shape, const Geometry& geometry, std::size_t min_voxels = 3, double min_mm = 30.0);
+template <class T>
+void check_coverage(const Volume<T>& scan, std::size_t min_voxels = 3, double min_mm = 30.0) {
+  check_coverage(scan.shape(), scan.geometry(), min_voxels, min_mm);
+}
 
 class Pipeline {
 public:
