@@ -134,8 +134,9 @@ void check_options(const Volume<float>& hu, const SkullStripOptions& o) {
                           ", " + std::to_string(o.brain_max_hu) + ")");
   if (!finite(o.bone_hu) || o.bone_hu <= o.brain_min_hu)
     throw InvalidArgument("skull_strip: bone_hu must be finite and above brain_min_hu");
-  if (!finite(o.smooth_sigma_mm) || o.smooth_sigma_mm < 0)
-    throw InvalidArgument("skull_strip: smooth_sigma_mm must be finite and >= 0");
+  // the smoothing's cost grows with its width (1e6 mm would run for hours); 50 mm is far past use
+  if (!finite(o.smooth_sigma_mm) || o.smooth_sigma_mm < 0 || o.smooth_sigma_mm > 50)
+    throw InvalidArgument("skull_strip: smooth_sigma_mm must be within [0, 50] mm (got " + std::to_string(o.smooth_sigma_mm) + ")");
   if (!finite(o.opening_mm) || o.opening_mm < 0) throw InvalidArgument("skull_strip: opening_mm must be finite and >= 0");
   if (std::isnan(o.rim_max_hu)) throw InvalidArgument("skull_strip: rim_max_hu must not be NaN");
   if (!finite(o.blood_min_hu) || o.blood_min_hu >= o.brain_max_hu)

@@ -292,6 +292,7 @@ TEST_CASE("skull_strip: a synthetic skull, options and errors") {
       {"brain range reversed", [](pp::SkullStripOptions& o) { o.brain_min_hu = 100, o.brain_max_hu = 0; }},
       {"negative opening", [](pp::SkullStripOptions& o) { o.opening_mm = -1; }},
       {"NaN smoothing", [](pp::SkullStripOptions& o) { o.smooth_sigma_mm = std::nan(""); }},
+      {"smoothing of 1e6 mm (hours of work)", [](pp::SkullStripOptions& o) { o.smooth_sigma_mm = 1e6; }},
       {"blood_rim_fraction above 0.5", [](pp::SkullStripOptions& o) { o.blood_rim_fraction = 0.6f; }},
       {"negative blood_core_mm", [](pp::SkullStripOptions& o) { o.blood_core_mm = -1; }},
       {"blood_min_hu above brain_max_hu", [](pp::SkullStripOptions& o) { o.blood_min_hu = 150; }},

@@ -53,9 +53,17 @@ inline std::vector<float> gaussian_taps(double sigma) {
 /// "Reflect" boundary (the edge sample repeats: d c b a | a b c d | d c b a): the index into
 /// [0, n) that idx reflects to.
 inline std::int64_t reflect_index(std::int64_t idx, std::int64_t n) {
-  while (idx < 0 || idx >= n) idx = idx < 0 ? -idx - 1 : 2 * n - idx - 1;
-  return idx;
+  if (idx >= 0 && idx < n) return idx;
+  const std::int64_t period = 2 * n, m = ((idx % period) + period) % period;  // O(1) however far out
+  return m < n ? m : period - 1 - m;
 }
+
+/// The anti-aliasing sigma, at most 2n for a line of n samples. Reflected into the line, a
+/// Gaussian that wide is flat: the folded kernel's first harmonic is exp(-2 pi^2 (sigma / 2n)^2),
+/// 3e-9, and its 3-sigma truncation leaves weights within ~0.3 % of the mean. A wider one
+/// changes nothing but its cost, which grows with sigma: downsampling to a spacing far beyond
+/// the scan's extent (a hostile pipeline: 244444 mm) made millions of taps per output voxel.
+inline double capped_sigma(double sigma, std::size_t n) { return std::min(sigma, 2.0 * double(std::max<std::size_t>(n, 1))); }
 
 /// How a filter reads past the ends of a line: the nearest sample, or the mirror image with the
 /// edge sample repeated (reflect_index).
@@ -108,7 +116,7 @@ void filter_ij(const T* src, float* dst, const Shape3& s, const std::vector<floa
 // axis 0 convolves each row (filter_ij's i pass, in place).
 inline void gaussian_axis(float* data, const Shape3& s, int axis, double sigma) {
   if (!(sigma > 0.05) || s[axis] < 2) return;
-  const std::vector<float> k = gaussian_taps(sigma);
+  const std::vector<float> k = gaussian_taps(capped_sigma(sigma, s[axis]));
   const int radius = static_cast<int>(k.size() / 2);
   const std::int64_t n = static_cast<std::int64_t>(s[axis]);
   auto mirror = [n](std::int64_t idx) { return reflect_index(idx, n); };
@@ -341,7 +349,7 @@ Volume<T> resample(const Volume<T>& v, const Geometry& geometry, const Shape3& s
   if (antialias)
     for (int a = 0; a < 3; ++a) {
       const double factor = m.row(a).cwiseAbs().maxCoeff();  // input voxels per output step
-      sigma[a] = factor > 1 + 1e-9 && in[a] >= 2 ? (factor - 1) / 2 : 0;
+      sigma[a] = factor > 1 + 1e-9 && in[a] >= 2 ? detail::capped_sigma((factor - 1) / 2, in[a]) : 0;
     }
   auto store = [&](double val) -> T {
     if constexpr (std::is_integral<T>::value) {

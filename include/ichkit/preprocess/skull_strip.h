@@ -50,7 +50,7 @@ struct SkullStripOptions {
   float brain_min_hu = 0.0f;     ///< lower threshold of intracranial soft tissue (HU, on the smoothed scan)
   float brain_max_hu = 100.0f;   ///< upper threshold; above it is bone or calcification
   float bone_hu = 100.0f;        ///< skull: unsmoothed voxels at or above this bound the brain
-  double smooth_sigma_mm = 1.0;  ///< Gaussian pre-smoothing (0 = none)
+  double smooth_sigma_mm = 1.0;  ///< Gaussian pre-smoothing (0 = none; at most 50 mm)
   double opening_mm = 5.0;       ///< radius of the erosion that cuts thin bridges to scalp/neck
   float rim_max_hu = 300.0f;     ///< cap of the partial-volume rim (HU); <= bone_hu switches the rim off,
                                  ///< +inf keeps every rim voxel that is less than half bone
