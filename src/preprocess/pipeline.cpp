@@ -84,9 +84,9 @@ void check_coverage(const Shape3& shape, const Geometry& geometry, std::size_t m
     if (nv >= min_voxels && mm >= min_mm) continue;
     std::ostringstream o;
     o << "the scan has " << nv << " voxel(s) along " << axis[a] << ", " << mm << " mm (" << shape[0] << " x " << shape[1]
-      << " x " << shape[2] << " voxels of " << sp[0] << " x " << sp[1] << " x " << sp[2] << " mm): " << (nv == 1 ? "a single image" : "a thin slab")
-      << ", not a CT of the head - the model needs at least " << min_voxels << " voxels and " << min_mm
-      << " mm along each axis (a DICOM series: give its folder, not one file)";
+      << " x " << shape[2] << " voxels of " << sp[0] << " x " << sp[1] << " x " << sp[2]
+      << " mm): " << (nv == 1 ? "a single image" : "a thin slab") << ", not a CT of the head - the model needs at least "
+      << min_voxels << " voxels and " << min_mm << " mm along each axis (a DICOM series: give its folder, not one file)";
     throw InvalidArgument(o.str());
   }
 }
