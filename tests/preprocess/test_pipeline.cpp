@@ -28,9 +28,10 @@ phantom::Case small_case() {
   return phantom::make_case(o);
 }
 
-std::string refusal(const Volume<float>& v) {
+/// The InvalidArgument message of `check(v)`, or "" when it passes.
+std::string refusal(const Volume<float>& v, void (*check)(const Volume<float>&) = check_hu) {
   try {
-    check_hu(v);
+    check(v);
   } catch (const InvalidArgument& e) {
     return e.what();
   }
@@ -145,14 +146,7 @@ TEST_CASE("check_coverage: one image or a thin slab is refused, a head CT passes
   const phantom::Case c = small_case();  // 64 x 64 x 12 voxels of 3 x 3 x 10 mm
   CHECK_NOTHROW(check_coverage(c.image));
   CHECK_NOTHROW(check_coverage(io::read(test::data_path("dicom/ge-head-tilt").string())));
-  auto refused = [](const Volume<float>& v) {
-    try {
-      check_coverage(v);
-    } catch (const InvalidArgument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto refused = [](const Volume<float>& v) { return refusal(v, [](const Volume<float>& x) { check_coverage(x); }); };
   // one slice of the phantom, and two (20 mm: under 30)
   const Volume<float> one = preprocess::crop_or_pad(c.image, {0, 0, 5}, {64, 64, 6});
   CHECK(refused(one).find("1 voxel(s) along k") != std::string::npos);
