@@ -175,7 +175,6 @@ def main():
     ap.add_argument("--title", default="")
     ap.add_argument("--reduced", nargs="+", default=[], metavar="JSON",
                     help="bench_device's results for --precision bfloat16 / float16 (same device)")
-    ap.add_argument("--bf16", help="the same as --reduced with one file (older scripts)")
     ap.add_argument("--rss", nargs=2, metavar=("ICHKIT", "PEERS"),
                     help="results of both sides run with --only end_to_end (their own peak RSS)")
     a = ap.parse_args()
@@ -187,7 +186,7 @@ def main():
     if a.rss:
         ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
         rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
-    reduced = [json.loads(Path(f).read_text()) for f in a.reduced + ([a.bf16] if a.bf16 else [])]
+    reduced = [json.loads(Path(f).read_text()) for f in a.reduced]
     text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss, reduced)
     if a.out:
         Path(a.out).write_text(text)
