@@ -15,12 +15,15 @@
 // machine's ceilings: every convolution of the forward alone in oneDNN, and memory bandwidth.
 // benchmarks/run.py --suite e2e (CPU) and scripts/gpu-bench (CUDA) run it beside
 // benchmarks/device_peers.py; benchmarks/device_report.py writes the table.
+#include <execinfo.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -220,9 +223,23 @@ explain::Explanation end_to_end(const model::Model& m, const std::string& scan_p
   return e;
 }
 
+/// On a fatal signal, print the stack to stderr before dying: the GPU machines this runs on have no
+/// debugger, and a crash there is seen once. Frames in this binary print as bench_device(+0xOFFSET);
+/// `addr2line -Cfpie bench_device 0xOFFSET` names them.
+void print_backtrace_and_die(int sig) {
+  void* a[128];
+  const int n = backtrace(a, 128);
+  const char m[] = "bench_device: fatal signal; backtrace:\n";
+  (void)!write(2, m, sizeof m - 1);
+  backtrace_symbols_fd(a, n, 2);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, print_backtrace_and_die);
   CLI::App app{"ichkit end-to-end benchmark (the ichkit side; see benchmarks/device_peers.py)"};
   std::string device = "cpu", precision = "float32", out, work;
   int repeats = 7, cohort = 50, batch = 4, readers = 0, reader_threads = 0;
