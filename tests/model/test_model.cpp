@@ -1,7 +1,11 @@
 // Model: deterministic initialisation, the model file (round trip, corrupt variants),
 // prediction on a scan with the stored pipeline, results back on the scan's grid.
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -247,6 +251,41 @@ TEST_CASE("model: set_device refuses what this build cannot run, and 'cpu' chang
   const Prediction after = m.predict(scan());
   CHECK(after["volume"].value == before["volume"].value);
   CHECK(after["prognosis"].probabilities == before["prognosis"].probabilities);
+}
+
+// The pip (CUDA) LibTorch exports its own std::filesystem (pytorch/pytorch#133437); a program
+// whose calls bind to it mixes those internals with these headers' (fs::remove_all crashed on an
+// H200). ichkit's link names libstdc++ ahead of LibTorch, so the calls go to libstdc++.so (Debian)
+// or to the program's own copy where the toolchain links libstdc++ statically (that H200's).
+// Meaningful where this links against such a LibTorch (scripts/gpu-bench runs it there).
+static void in_this_program() {}
+
+TEST_CASE("model: std::filesystem binds to libstdc++, not to copies LibTorch exports") {
+  namespace fs = std::filesystem;
+  auto object_of = [](const void* address) {
+    Dl_info info{};
+    return address && dladdr(address, &info) != 0 && info.dli_fname ? std::string(info.dli_fname) : std::string("(none)");
+  };
+  const std::string program = object_of(reinterpret_cast<const void*>(&in_this_program));
+  // where the dynamic linker's global lookup finds two symbols that bound to libtorch.so there
+  // (LD_DEBUG=bindings): fs::remove_all(const path&) and fs::status(const path&)
+#if _GLIBCXX_USE_CXX11_ABI
+  const char* names[] = {"_ZNSt10filesystem10remove_allERKNS_7__cxx114pathE", "_ZNSt10filesystem6statusERKNS_7__cxx114pathE"};
+#else
+  const char* names[] = {"_ZNSt10filesystem10remove_allERKNS_4pathE", "_ZNSt10filesystem6statusERKNS_4pathE"};
+#endif
+  for (const std::string name : names) {
+    const std::string lib = object_of(dlsym(RTLD_DEFAULT, name.c_str()));
+    CAPTURE(name);
+    CAPTURE(lib);
+    CAPTURE(program);
+    REQUIRE((lib.find("libstdc++") != std::string::npos || lib == program));
+  }
+  const fs::path d = fs::temp_directory_path() / ("ichkit-fs-" + std::to_string(::getpid()));
+  fs::create_directories(d / "a" / "b");
+  std::ofstream(d / "a" / "b" / "f.txt") << "x";
+  CHECK(fs::remove_all(d) == 4);
+  CHECK_FALSE(fs::exists(d));
 }
 
 TEST_CASE("model: on CUDA, float32 predictions and Grad-CAM maps equal the CPU's in either memory layout; bfloat16 and "
