@@ -3,9 +3,11 @@
 (the default and tuned Python pipelines), as Markdown (and the merged JSON beside it).
 
     python3 benchmarks/device_report.py ICHKIT.json PEERS.json --out table.md
+    python3 benchmarks/device_report.py ICHKIT.json --precision-only --reduced BF16.json FP16.json --out p.md
 """
 import argparse
 import json
+import re
 from pathlib import Path
 
 from timing import ms
@@ -31,9 +33,42 @@ def ratio(peer, ours):
     return f"**{peer['median_ms'] / ours['median_ms']:.1f}x**" if peer and ours else "-"
 
 
+def batch_of(ich):
+    """The batch of the batched forward: the cohort's, or the forward_bN stage's (N > 1)."""
+    sizes = [int(m.group(1)) for k in ich["stages"] if (m := re.fullmatch(r"forward_b(\d+)", k))]
+    return ich.get("cohort", {}).get("batch") or next((b for b in sizes if b != 1), 4)
+
+
+def precision_sections(ich, reduced, batch):
+    """Each precision's prediction and maps against the CPU's, and each reduced precision's times
+    against float32's (ich) on the device."""
+    lines = []
+    refs = [(ich["precision"], ich.get("cpu_reference"), ich.get("prediction"))]
+    for red in reduced:
+        refs.append((red["precision"], red.get("cpu_reference"), red.get("prediction")))
+    if any(r for _, r, _ in refs):
+        lines += ["", "Against the CPU (the same weights and scan, float32 on the CPU):", "",
+                  "| on the device | volume mL (CPU) | difference | P(poor) (CPU) | difference | maps: max abs difference "
+                  "(normalized, [0, 1]) / Pearson r |", "|---|---|---|---|---|---|"]
+        for prec, r, pred in refs:
+            if not r:
+                continue
+            maps = ", ".join(f"{m['head']} {m['max_abs_diff_normalized']:.1e} / {m['pearson']:.6f}" for m in r["maps"])
+            lines.append(f"| {prec}: volume {pred['volume_ml']:.4f}, P(poor) {pred['p_poor']:.5f} | {r['volume_ml']:.4f} | "
+                         f"{r['volume_abs_diff_ml']:.1e} | {r['p_poor']:.5f} | {r['p_poor_abs_diff']:.1e} | {maps} |")
+    for red in reduced:
+        p = red["precision"]
+        lines += ["", f"| {p} against float32 on the device | float32 ms | {p} ms | float32 / {p} |",
+                  "|---|---|---|---|"]
+        for key in ("forward_b1", f"forward_b{batch}", "gradcam_both", "gradcam_both_from_scan", "end_to_end"):
+            a, b = ich["stages"].get(key), red["stages"].get(key)
+            if a and b:
+                lines.append(f"| {key} | {ms(a)} | {ms(b)} | {a['median_ms'] / b['median_ms']:.2f}x |")
+    return lines
+
+
 def report(ich, peers, alone=None, reduced=()):
-    batch = ich.get("cohort", {}).get("batch") or next(
-        (int(k[9:]) for k in ich["stages"] if k.startswith("forward_b") and k != "forward_b1"), 4)
+    batch = batch_of(ich)
     d, t = peers.get("default", {}), peers.get("tuned", {})
     dev = ich["device"] + (f" ({t.get('gpu') or d.get('gpu')})" if ich["device"] != "cpu" else "")
     cpu = ich.get("cpu") or {}
@@ -115,27 +150,7 @@ def report(ich, peers, alone=None, reduced=()):
             row = [ich["stages"].get(f"forward_b{b}{tag}") for tag in ("", "_ncdhw", "_ndhwc")]
             if row[0]:
                 lines.append(f"| batch {b} | {lay.get('b' + b, '?')} | " + " | ".join(ms(x) for x in row) + " |")
-    refs = [(ich["precision"], ich.get("cpu_reference"), ich.get("prediction"))]
-    for red in reduced:
-        refs.append((red["precision"], red.get("cpu_reference"), red.get("prediction")))
-    if any(r for _, r, _ in refs):
-        lines += ["", "Against the CPU (the same weights and scan, float32 on the CPU):", "",
-                  "| on the device | volume mL (CPU) | difference | P(poor) (CPU) | difference | maps: max abs difference "
-                  "(normalized, [0, 1]) / Pearson r |", "|---|---|---|---|---|---|"]
-        for prec, r, pred in refs:
-            if not r:
-                continue
-            maps = ", ".join(f"{m['head']} {m['max_abs_diff_normalized']:.1e} / {m['pearson']:.6f}" for m in r["maps"])
-            lines.append(f"| {prec}: volume {pred['volume_ml']:.4f}, P(poor) {pred['p_poor']:.5f} | {r['volume_ml']:.4f} | "
-                         f"{r['volume_abs_diff_ml']:.1e} | {r['p_poor']:.5f} | {r['p_poor_abs_diff']:.1e} | {maps} |")
-    for red in reduced:
-        p = red["precision"]
-        lines += ["", f"| {p} against float32 on the device | float32 ms | {p} ms | float32 / {p} |",
-                  "|---|---|---|---|"]
-        for key in ("forward_b1", f"forward_b{batch}", "gradcam_both", "gradcam_both_from_scan", "end_to_end"):
-            a, b = ich["stages"].get(key), red["stages"].get(key)
-            if a and b:
-                lines.append(f"| {key} | {ms(a)} | {ms(b)} | {a['median_ms'] / b['median_ms']:.2f}x |")
+    lines += precision_sections(ich, reduced, batch)
     ce = ich.get("ceilings")
     if ce:
         def fraction(paired, unpaired):
@@ -170,7 +185,9 @@ def report(ich, peers, alone=None, reduced=()):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("ichkit")
-    ap.add_argument("peers")
+    ap.add_argument("peers", nargs="?", help="device_peers.py's results (not with --precision-only)")
+    ap.add_argument("--precision-only", action="store_true",
+                    help="only the precisions against the CPU and against float32 (ICHKIT: the float32 run)")
     ap.add_argument("--out")
     ap.add_argument("--title", default="")
     ap.add_argument("--reduced", nargs="+", default=[], metavar="JSON",
@@ -179,6 +196,25 @@ def main():
                     help="results of both sides run with --only end_to_end (their own peak RSS)")
     a = ap.parse_args()
     ich = json.loads(Path(a.ichkit).read_text())
+    reduced = [json.loads(Path(f).read_text()) for f in a.reduced]
+    if a.precision_only:
+        if a.peers or a.rss or not reduced:
+            ap.error("--precision-only takes ICHKIT (float32) and --reduced, nothing else")
+        cpu = ich.get("cpu") or {}
+        head = (f"Device: **{ich['device']}**, {ich['threads']} CPU threads (CPU {cpu.get('name', '?')}); ichkit "
+                f"{ich['ichkit']}, LibTorch {ich['torch']}. Medians of the timed runs after a warm-up (min..max); "
+                f"one run of bench_device per precision, in the order " +
+                ", ".join(r["precision"] for r in [ich] + reduced) + ".")
+        text = (f"{a.title}\n\n" if a.title else "") + head + "\n" + "\n".join(
+            precision_sections(ich, reduced, batch_of(ich))) + "\n"
+        if a.out:
+            Path(a.out).write_text(text)
+            Path(a.out).with_suffix(".json").write_text(
+                json.dumps({f"ichkit_{r['precision']}": r for r in [ich] + reduced}, indent=2) + "\n")
+        print(text)
+        return
+    if not a.peers:
+        ap.error("PEERS is required (or --precision-only)")
     peers = json.loads(Path(a.peers).read_text())
     if "side" in peers:  # a single side
         peers = {peers["side"]: peers}
@@ -186,7 +222,6 @@ def main():
     if a.rss:
         ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
         rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
-    reduced = [json.loads(Path(f).read_text()) for f in a.reduced]
     text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss, reduced)
     if a.out:
         Path(a.out).write_text(text)
