@@ -239,7 +239,11 @@ void print_backtrace_and_die(int sig) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, print_backtrace_and_die);
+  {
+    void* first[1];
+    backtrace(first, 1);  // loads the unwinder now: the handler must not be the first to call it
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, print_backtrace_and_die);
+  }
   CLI::App app{"ichkit end-to-end benchmark (the ichkit side; see benchmarks/device_peers.py)"};
   std::string device = "cpu", precision = "float32", out, work;
   int repeats = 7, cohort = 50, batch = 4, readers = 0, reader_threads = 0;
