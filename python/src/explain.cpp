@@ -7,6 +7,7 @@
 namespace ichkit::python {
 namespace {
 using namespace ichkit::explain;
+using ichkit::explain::Target;  // not model::Target, which a unity build of these sources also sees
 
 py::dict heatmap_dict(const Heatmap& h) {
   py::dict d;

@@ -10,13 +10,12 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "text.h"
 #include "../core/fault.h"
 
 namespace ichkit::io {
 
-namespace {
-std::string errno_text() { return std::strerror(errno); }
-}  // namespace
+using detail::errno_text;
 
 AtomicFile::AtomicFile(const std::string& path) : path_(path) {
   if (path.empty()) throw InvalidArgument("output path is empty");

@@ -33,8 +33,7 @@ namespace {
 
 constexpr std::size_t kN1Size = 348;
 constexpr std::size_t kN2Size = 540;
-
-std::string errno_text() { return std::strerror(errno); }
+using detail::errno_text;
 
 // ---------------------------------------------------------------- raw file access
 

@@ -1,7 +1,9 @@
 #pragma once
 /// \file text.h
-/// Text from fixed-size fields of image files, fit to quote in a message (internal to io).
+/// Text for io's messages: fixed-size fields of image files fit to quote, errno's text (internal to io).
+#include <cerrno>
 #include <cstddef>
+#include <cstring>
 #include <string>
 
 namespace ichkit::detail {
@@ -15,5 +17,8 @@ inline std::string fixed_string(const char* s, std::size_t n) {
     if (static_cast<unsigned char>(c) < 32 || static_cast<unsigned char>(c) > 126) c = '?';
   return out;
 }
+
+/// strerror(errno), read at the call (before anything else can change errno).
+inline std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace ichkit::detail
