@@ -56,16 +56,26 @@ struct MapDiff {
   double worst = 0, r = 0;
   std::size_t not_finite = 0;
 };
-MapDiff map_diff(const Volume<float>& device, const Volume<float>& cpu) {
-  MapDiff d;
-  for (std::size_t i = 0; i < device.size(); ++i) {
-    d.not_finite += !std::isfinite(device.data()[i]);
-    d.worst = std::max(d.worst, double(std::abs(device.data()[i] - cpu.data()[i])));
+/// Each head's map on the device against the CPU's, after checking that both explanations hold
+/// the same maps on the same grid.
+std::vector<MapDiff> map_diffs(const explain::Explanation& device, const explain::Explanation& cpu) {
+  REQUIRE(device.maps.size() == cpu.maps.size());
+  std::vector<MapDiff> out;
+  for (std::size_t t = 0; t < device.maps.size(); ++t) {
+    const Volume<float>& a = device.maps[t].normalized;
+    const Volume<float>& b = cpu.maps[t].normalized;
+    REQUIRE(a.shape() == b.shape());
+    CHECK(a.geometry().affine().isApprox(b.geometry().affine()));
+    MapDiff d;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      d.not_finite += !std::isfinite(a.data()[i]);
+      d.worst = std::max(d.worst, double(std::abs(a.data()[i] - b.data()[i])));
+    }
+    if (d.not_finite == 0)
+      d.r = metrics::pearson_r(std::vector<double>(b.data(), b.data() + b.size()), std::vector<double>(a.data(), a.data() + a.size()));
+    out.push_back(d);
   }
-  if (d.not_finite == 0)
-    d.r = metrics::pearson_r(std::vector<double>(cpu.data(), cpu.data() + cpu.size()),
-                             std::vector<double>(device.data(), device.data() + device.size()));
-  return d;
+  return out;
 }
 
 bool same_state(const Model& a, const Model& b) {
@@ -304,15 +314,7 @@ TEST_CASE("model: on CUDA, float32 predictions and Grad-CAM maps equal the CPU's
     // cuDNN runs float32 convolutions in TF32 by default (as PyTorch does): ~1e-3 relative
     CHECK(gpu["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(5e-3));
     CHECK(std::abs(gpu["prognosis"].probabilities[1] - cpu["prognosis"].probabilities[1]) < 2e-3);
-    const explain::Explanation egpu = explain::explain(m, scan(), targets);
-    REQUIRE(egpu.maps.size() == ecpu.maps.size());
-    for (std::size_t t = 0; t < egpu.maps.size(); ++t) {
-      const Volume<float>& a = egpu.maps[t].normalized;
-      const Volume<float>& b = ecpu.maps[t].normalized;
-      REQUIRE(a.shape() == b.shape());
-      CHECK(a.geometry().affine().isApprox(b.geometry().affine()));
-      CHECK(map_diff(a, b).worst < 0.02);  // maps in [0, 1]
-    }
+    for (const MapDiff& d : map_diffs(explain::explain(m, scan(), targets), ecpu)) CHECK(d.worst < 0.02);  // maps in [0, 1]
     // a forced layout is the one used
     if (layout != Layout::Auto) CHECK(m.impl()->channels_last(m.impl()->prepare(scan()).first) == (layout == Layout::ChannelsLast));
   }
@@ -326,13 +328,7 @@ TEST_CASE("model: on CUDA, float32 predictions and Grad-CAM maps equal the CPU's
     const Prediction r = m.predict(scan());
     CHECK(r["volume"].value == doctest::Approx(cpu["volume"].value).epsilon(0.05));
     CHECK(std::abs(r["prognosis"].probabilities[1] - cpu["prognosis"].probabilities[1]) < 0.02);
-    const explain::Explanation e = explain::explain(m, scan(), targets);
-    REQUIRE(e.maps.size() == ecpu.maps.size());
-    for (std::size_t t = 0; t < e.maps.size(); ++t) {
-      const Volume<float>& a = e.maps[t].normalized;
-      const Volume<float>& b = ecpu.maps[t].normalized;
-      REQUIRE(a.shape() == b.shape());
-      const MapDiff d = map_diff(a, b);
+    for (const MapDiff& d : map_diffs(explain::explain(m, scan(), targets), ecpu)) {
       CHECK(d.not_finite == 0);
       CHECK(d.worst < 0.1);
       CHECK(d.r > 0.99);
