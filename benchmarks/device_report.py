@@ -43,9 +43,7 @@ def precision_sections(ich, reduced, batch):
     """Each precision's prediction and maps against the CPU's, and each reduced precision's times
     against float32's (ich) on the device."""
     lines = []
-    refs = [(ich["precision"], ich.get("cpu_reference"), ich.get("prediction"))]
-    for red in reduced:
-        refs.append((red["precision"], red.get("cpu_reference"), red.get("prediction")))
+    refs = [(r["precision"], r.get("cpu_reference"), r.get("prediction")) for r in (ich, *reduced)]
     if any(r for _, r, _ in refs):
         lines += ["", "Against the CPU (the same weights and scan, float32 on the CPU):", "",
                   "| on the device | volume mL (CPU) | difference | P(poor) (CPU) | difference | maps: max abs difference "
@@ -205,29 +203,25 @@ def main():
                 f"{ich['ichkit']}, LibTorch {ich['torch']}. Medians of the timed runs after a warm-up (min..max); "
                 f"one run of bench_device per precision, in the order " +
                 ", ".join(r["precision"] for r in [ich] + reduced) + ".")
-        text = (f"{a.title}\n\n" if a.title else "") + head + "\n" + "\n".join(
-            precision_sections(ich, reduced, batch_of(ich))) + "\n"
-        if a.out:
-            Path(a.out).write_text(text)
-            Path(a.out).with_suffix(".json").write_text(
-                json.dumps({f"ichkit_{r['precision']}": r for r in [ich] + reduced}, indent=2) + "\n")
-        print(text)
-        return
-    if not a.peers:
-        ap.error("PEERS is required (or --precision-only)")
-    peers = json.loads(Path(a.peers).read_text())
-    if "side" in peers:  # a single side
-        peers = {peers["side"]: peers}
-    rss = None
-    if a.rss:
-        ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
-        rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
-    text = (f"{a.title}\n\n" if a.title else "") + report(ich, peers, rss, reduced)
+        body = head + "\n" + "\n".join(precision_sections(ich, reduced, batch_of(ich))) + "\n"
+        merged = {f"ichkit_{r['precision']}": r for r in [ich] + reduced}
+    else:
+        if not a.peers:
+            ap.error("PEERS is required (or --precision-only)")
+        peers = json.loads(Path(a.peers).read_text())
+        if "side" in peers:  # a single side
+            peers = {peers["side"]: peers}
+        rss = None
+        if a.rss:
+            ri, rp = (json.loads(Path(f).read_text()) for f in a.rss)
+            rss = (ri, {rp["side"]: rp} if "side" in rp else rp)
+        body = report(ich, peers, rss, reduced)
+        merged = {"ichkit": ich, "peers": peers, "end_to_end_alone": rss,
+                  **{f"ichkit_{r['precision']}": r for r in reduced}}
+    text = (f"{a.title}\n\n" if a.title else "") + body
     if a.out:
         Path(a.out).write_text(text)
-        Path(a.out).with_suffix(".json").write_text(
-            json.dumps({"ichkit": ich, "peers": peers, "end_to_end_alone": rss,
-                        **{f"ichkit_{r['precision']}": r for r in reduced}}, indent=2) + "\n")
+        Path(a.out).with_suffix(".json").write_text(json.dumps(merged, indent=2) + "\n")
     print(text)
 
 
