@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence, Union
 
+from ._core import available_cores
+
 _MODELS: dict = {}  # per worker process: sha256 of the model bytes -> loaded Model
 
 
@@ -106,7 +108,7 @@ def predict_cohort(manifest: Union[str, os.PathLike, Sequence[Any]], model, clie
     if threads <= 0:
         info = client.scheduler_info().get("workers", {})
         per = [w.get("nthreads", 1) for w in info.values()] or [1]
-        threads = max(1, (os.cpu_count() or 1) // max(1, sum(per)))
+        threads = max(1, available_cores() // max(1, sum(per)))  # this process's cores, not the machine's
     explain_dir = _explain_dir(explain_dir)
     [shared] = client.scatter([data], broadcast=True)
     futures = [client.submit(_predict_one, it, shared, digest, threads, explain_dir, pure=False) for it in items]

@@ -177,8 +177,12 @@ void bind_core(py::module_& m) {
   });
 
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
-        "Threads used by ichkit's kernels and LibTorch (n <= 0: all cores).");
+        "Threads used by ichkit's kernels and LibTorch (n <= 0: the default, $OMP_NUM_THREADS where "
+        "set, otherwise ichkit.available_cores()).");
   m.def("num_threads", &num_threads, "Threads ichkit's kernels use.");
+  m.def("available_cores", &available_cores,
+        "The cores this process may use: its CPU affinity (taskset, Slurm / Docker cpusets), at most its "
+        "cgroup's CPU quota (docker --cpus, Kubernetes limits). os.cpu_count() counts the machine's.");
   m.def("set_memory_budget", &set_memory_budget, py::arg("bytes"),
         "Largest voxel buffer one allocation may take; bigger volumes (a hostile header, a pipeline's "
         "shape) raise ichkit.ResourceError before anything is allocated.");
@@ -189,6 +193,7 @@ void bind_core(py::module_& m) {
     d["ichkit_version"] = r.ichkit_version;
     d["torch_version"] = r.torch_version;
     d["threads"] = r.threads;
+    d["cores"] = r.cores;
     d["torch_threads"] = r.torch_threads;
     d["mkldnn"] = r.mkldnn;
     d["cuda"] = r.cuda;

@@ -55,6 +55,7 @@ RuntimeInfo runtime_info() {
   r.ichkit_version = version();
   r.torch_version = TORCH_VERSION;
   r.threads = num_threads();
+  r.cores = available_cores();
   r.torch_threads = at::get_num_threads();
   r.mkldnn = at::hasMKLDNN();
   r.cuda = at::hasCUDA();

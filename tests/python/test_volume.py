@@ -1,4 +1,9 @@
 """ichkit.Volume: zero-copy views, nibabel's index order, torch interop, errors."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +111,31 @@ def test_threads_and_version():
     ichkit.set_num_threads(0)
     assert ichkit.num_threads() >= 1
     assert ichkit.__version__.count(".") == 2
+
+
+def _threads_in_child(env=None, cpus=None):
+    """ichkit's thread counts in a fresh interpreter (they are fixed when ichkit starts), with
+    its CPU affinity cut to `cpus` and $OMP_NUM_THREADS as `env` gives it."""
+    code = ("import json, ichkit; r = ichkit.runtime_info(); "
+            "print(json.dumps([ichkit.num_threads(), ichkit.available_cores(), r['torch_threads'], r['cores']]))")
+    e = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    e.update(env or {})
+    pre = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    out = subprocess.run([sys.executable, "-c", code], env=e, preexec_fn=pre, capture_output=True, text=True,
+                         check=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_default_threads_follow_affinity_and_omp_num_threads():
+    allowed = sorted(os.sched_getaffinity(0))
+    threads, cores, torch_threads, info_cores = _threads_in_child()
+    assert cores == info_cores <= len(allowed)  # at most the CPUs it may run on (a cgroup quota may cut it)
+    assert threads == torch_threads == cores
+    # pinned to one CPU (taskset, a Slurm / Docker cpuset): one thread, not one per CPU of the machine
+    assert _threads_in_child(cpus={allowed[0]}) == [1, 1, 1, 1]
+    # $OMP_NUM_THREADS (set by Dask's workers and batch scripts) wins over the cores
+    assert _threads_in_child(env={"OMP_NUM_THREADS": "3"})[0::2] == [3, 3]
+    assert _threads_in_child(env={"OMP_NUM_THREADS": "1,2"})[0] == 1  # nested levels: the first
+    # a value that is not a positive integer is ignored, as libgomp ignores it
+    for bad in ["0", "-2", "two", ""]:
+        assert _threads_in_child(env={"OMP_NUM_THREADS": bad})[0] == cores

@@ -9,6 +9,7 @@ struct RuntimeInfo {
   std::string ichkit_version;
   std::string torch_version;
   int threads = 1;          ///< ichkit::num_threads()
+  int cores = 1;            ///< ichkit::available_cores(): this process's CPUs (affinity, cgroup quota)
   int torch_threads = 1;    ///< LibTorch intra-op threads
   bool mkldnn = false;      ///< oneDNN (MKL-DNN) available to LibTorch
   bool cuda = false;        ///< LibTorch built with CUDA and a device visible

@@ -1,7 +1,8 @@
 #pragma once
 /// \file threading.h
 /// Thread count used by ichkit's compute kernels (OpenMP) and, once the model module is
-/// linked, by LibTorch's intra-op pool. Defaults to every core of the machine.
+/// linked, by LibTorch's intra-op pool. Defaults to $OMP_NUM_THREADS where set, otherwise to
+/// the cores this process may use (cores.h: its CPU affinity within its cgroup's CPU quota).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -14,12 +15,13 @@
 #include <omp.h>
 #endif
 
+#include "ichkit/core/cores.h"
 #include "ichkit/core/error.h"
 
 namespace ichkit {
 namespace detail {
 inline std::atomic<int>& thread_count() {
-  static std::atomic<int> n{static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))};
+  static std::atomic<int> n{default_num_threads()};
   return n;
 }
 inline std::vector<std::function<void(int)>>& thread_hooks() {
@@ -58,10 +60,11 @@ private:
   int previous_;
 };
 
-/// Set the number of threads every kernel uses; `n <= 0` means all cores.
+/// Set the number of threads every kernel uses; `n <= 0` means the default
+/// (default_num_threads(): $OMP_NUM_THREADS, otherwise the cores this process may use).
 /// Also forwards the number to registered back-ends (LibTorch's pool in the compiled library).
 inline void set_num_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= 0) n = default_num_threads();
   detail::thread_count().store(n);
   std::lock_guard<std::mutex> lock(detail::thread_hooks_mutex());
   for (auto& hook : detail::thread_hooks()) hook(n);
