@@ -285,10 +285,10 @@ def main():
     ap.add_argument("--cohort-peer", type=int, default=10, help="scans the serial peer times")
     ap.add_argument("--only", default="", help="comma-separated stages to time (default: all)")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every CPU this process may use)")
     ap.add_argument("--out")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads or os.cpu_count())
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))  # the CPUs this process may use
     if args.side == "both":
         res = {}
         for side in ("default", "tuned"):

@@ -117,7 +117,7 @@ def main():
     if args.suite == "preprocess":
         return
 
-    threads = os.cpu_count()
+    threads = ichkit.available_cores()  # as ichkit's default: this process's cores
     ichkit.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -233,7 +233,7 @@ def preprocess_suite(args):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import preprocess_peers as peers  # noqa: E402
 
-    torch_threads = os.cpu_count()
+    torch_threads = ichkit.available_cores()
     import torch  # noqa: E402
 
     torch.set_num_threads(torch_threads)
@@ -291,7 +291,7 @@ def model_suite(args):
 
     import model_peers as peers  # noqa: E402
 
-    threads = os.cpu_count()
+    threads = ichkit.available_cores()  # as ichkit's default: this process's cores
     torch.set_num_threads(threads)
     ichkit.set_num_threads(threads)
     cpp = run_cpp(Path(args.build) / "benchmarks" / "bench_model", Path(args.out), max(3, args.repeats // 2))
@@ -387,7 +387,7 @@ def explain_suite(args):
     import explain_peers as peers  # noqa: E402
     import model_peers  # noqa: E402
 
-    threads = os.cpu_count()
+    threads = ichkit.available_cores()  # as ichkit's default: this process's cores
     torch.set_num_threads(threads)
     ichkit.set_num_threads(threads)
     cpp = run_cpp(Path(args.build) / "benchmarks" / "bench_explain", Path(args.out), max(3, args.repeats // 2))
