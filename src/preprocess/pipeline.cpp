@@ -120,7 +120,8 @@ Pipeline& Pipeline::resample_to_shape(const Shape3& shape, Interp interp) {
   return add(std::move(s));
 }
 Pipeline& Pipeline::crop_to_foreground(double threshold, double margin_mm) {
-  if (!(margin_mm >= 0)) throw InvalidArgument("crop_to_foreground: margin must be >= 0 mm");
+  if (!(margin_mm >= 0) || !std::isfinite(margin_mm))
+    throw InvalidArgument("crop_to_foreground: margin must be finite and >= 0 mm");
   Step s;
   s.op = "crop_to_foreground";
   s.a = threshold;

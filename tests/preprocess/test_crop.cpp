@@ -21,6 +21,12 @@ TEST_CASE("crop/pad: the affine follows the voxels") {
   Volume<float> f = crop_to_foreground(v, 5.0, 0.0);
   CHECK(f.shape() == Shape3{1, 1, 1});
   CHECK(f(0, 0, 0) == 9.0f);
+  // a margin of 1 mm is 2 voxels in-plane and 1 slice; one past the volume is clipped to it
+  CHECK(crop_to_foreground(v, 5.0, 1.0).shape() == Shape3{5, 5, 3});
+  CHECK(crop_to_foreground(v, 5.0, 1e300).shape() == v.shape());  // no overflow: the whole volume
+  CHECK_THROWS_AS(crop_to_foreground(v, 5.0, std::numeric_limits<double>::infinity()), InvalidArgument);
+  CHECK_THROWS_AS(crop_to_foreground(v, 5.0, std::nan("")), InvalidArgument);
+  CHECK_THROWS_AS(crop_to_foreground(v, 5.0, -1.0), InvalidArgument);
   Volume<float> cc = center_crop_or_pad(v, {6, 14, 4}, 0.0f);
   CHECK(cc.shape() == Shape3{6, 14, 4});
   CHECK_THROWS_AS(crop_or_pad(v, {3, 0, 0}, {3, 1, 1}), InvalidArgument);

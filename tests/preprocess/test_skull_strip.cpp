@@ -295,6 +295,9 @@ TEST_CASE("skull_strip: a synthetic skull, options and errors") {
       {"smoothing of 1e6 mm (hours of work)", [](pp::SkullStripOptions& o) { o.smooth_sigma_mm = 1e6; }},
       {"blood_rim_fraction above 0.5", [](pp::SkullStripOptions& o) { o.blood_rim_fraction = 0.6f; }},
       {"negative blood_core_mm", [](pp::SkullStripOptions& o) { o.blood_core_mm = -1; }},
+      {"opening of 1e6 mm (past any head)", [](pp::SkullStripOptions& o) { o.opening_mm = 1e6; }},
+      {"blood_core_mm of 1e300 mm (past any head)",
+       [](pp::SkullStripOptions& o) { o.blood_core_mm = 1e300; }},
       {"blood_min_hu above brain_max_hu", [](pp::SkullStripOptions& o) { o.blood_min_hu = 150; }},
       {"NaN blood_core_min_ml", [](pp::SkullStripOptions& o) { o.blood_core_min_ml = std::nan(""); }}};
   for (const auto& b : bad) {  // (no structured binding: clang 14 cannot capture one in INFO's lambda)

@@ -345,6 +345,36 @@ TEST_CASE("ball morphology matches a brute-force ball on anisotropic grids") {
     CHECK(anti);
   }
   ichkit::set_num_threads(0);
+  // balls far wider than the grid (a hostile or mistyped radius): the ball is cut to the grid,
+  // so these finish at once, and a ball that reaches past every voxel from every voxel gives
+  // everything (dilation of a non-empty mask) or nothing (erosion with background outside)
+  {
+    const auto blob = blobs({31, 27, 9}, {0.45, 0.45, 5.0}, 3);
+    Volume<std::uint8_t> full({31, 27, 9}, blob.geometry(), 1);
+    auto count = [](const Volume<std::uint8_t>& v) { return std::count(v.data(), v.data() + v.size(), 1); };
+    const auto n = static_cast<std::ptrdiff_t>(blob.size());
+    REQUIRE(count(blob) > 0);
+    REQUIRE(count(blob) < n);
+    for (double r : {1e3, 1e6, 1e200}) {
+      CAPTURE(r);
+      CHECK(count(q::binary_dilate(blob, r)) == n);
+      CHECK(count(q::binary_erode(blob, r)) == 0);
+      CHECK(count(q::binary_erode(blob, r, true)) == 0);
+      CHECK(count(q::binary_erode(full, r, true)) == n);  // nothing to erode from inside or out
+      CHECK(count(q::binary_erode(full, r)) == 0);
+      CHECK(q::detail::ball_rows(blob.spacing(), q::detail::ball_r2(r), blob.shape()).size() <= (2 * 27 + 1) * (2 * 9 + 1));
+    }
+    // a ball cut to the grid is the same morphology as the whole ball, against brute force:
+    // 15.2 mm is 33 voxels along i and j (the grid has 31 and 27) and 3 along k (it has 3)
+    const auto thin = blobs({31, 27, 3}, {0.45, 0.45, 5.0}, 4, 0.2);
+    for (bool outside_fg : {false, true}) {
+      CHECK(differences(q::binary_dilate(thin, 15.2), brute_morph(thin, 15.2, true)) == 0);
+      CHECK(differences(q::binary_erode(thin, 15.2, outside_fg), brute_morph(thin, 15.2, false, outside_fg)) == 0);
+    }
+    const auto cut = q::detail::ball_rows(thin.spacing(), q::detail::ball_r2(15.2), thin.shape());
+    const auto whole = q::detail::ball_rows(thin.spacing(), q::detail::ball_r2(15.2));
+    CHECK(cut.size() < whole.size());  // the cut happened
+  }
   Volume<std::uint8_t> m({3, 3, 3}, Geometry(), 1);
   CHECK_THROWS_AS(q::binary_dilate(m, -1.0), ichkit::InvalidArgument);
   CHECK_THROWS_AS(q::binary_erode(m, std::nan("")), ichkit::InvalidArgument);

@@ -85,9 +85,13 @@ namespace detail {
 /// Crop `v` to [lo, hi) enlarged by `margin_mm` on every side, clipped to the volume.
 template <class T>
 Volume<T> crop_with_margin(const Volume<T>& v, Index3 lo, Index3 hi, double margin_mm) {
+  if (!(margin_mm >= 0) || !std::isfinite(margin_mm))
+    throw InvalidArgument("crop: the margin must be finite and >= 0 mm, got " + std::to_string(margin_mm));
   const Eigen::Vector3d s = v.spacing();
   for (int a = 0; a < 3; ++a) {
-    const std::int64_t m = static_cast<std::int64_t>(std::ceil(margin_mm / s[a] - 1e-9));
+    // at most the volume's extent (the crop is clipped to it anyway): no overflow at 1e300 mm
+    const double extent = static_cast<double>(v.shape()[a]);
+    const auto m = static_cast<std::int64_t>(std::min(std::ceil(margin_mm / s[a] - 1e-9), extent));
     lo[a] = std::max<std::int64_t>(0, lo[a] - m);
     hi[a] = std::min<std::int64_t>(std::int64_t(v.shape()[a]), hi[a] + m);
   }

@@ -51,11 +51,11 @@ struct SkullStripOptions {
   float brain_max_hu = 100.0f;   ///< upper threshold; above it is bone or calcification
   float bone_hu = 100.0f;        ///< skull: unsmoothed voxels at or above this bound the brain
   double smooth_sigma_mm = 1.0;  ///< Gaussian pre-smoothing (0 = none; at most 50 mm)
-  double opening_mm = 5.0;       ///< radius of the erosion that cuts thin bridges to scalp/neck
+  double opening_mm = 5.0;       ///< radius of the erosion that cuts thin bridges to scalp/neck (at most 500 mm)
   float rim_max_hu = 300.0f;     ///< cap of the partial-volume rim (HU); <= bone_hu switches the rim off,
                                  ///< +inf keeps every rim voxel that is less than half bone
   float blood_min_hu = 50.0f;    ///< hyperdense blood starts here (HU, smoothed scan); step 7
-  double blood_core_mm = 2.0;    ///< erosion that tells a bleed from a thin partial-volume shell; 0 = no step 7
+  double blood_core_mm = 2.0;    ///< erosion that tells a bleed from a thin partial-volume shell; 0 = no step 7 (at most 500 mm)
   double blood_core_min_ml = 0.1;  ///< smallest hyperdense core that counts as a bleed (mL)
   float blood_rim_fraction = 0.25f;  ///< least blood share of a rim voxel next to a bleed, (0, 0.5]
 };

@@ -612,9 +612,16 @@ struct BallRow {
 
 /// The ball { (di si)^2 + (dj sj)^2 + (dk sk)^2 <= r2, |d.| <= floor(sqrt(r2) / s.) } as
 /// its rows: for each (dj, dk) in it, the largest |di| (the same test as a brute-force ball).
-inline std::vector<BallRow> ball_rows(const Eigen::Vector3d& sp, double r2) {
-  auto window = [&](double s) { return static_cast<std::int64_t>(std::floor(std::sqrt(r2) / s)); };
-  const std::int64_t wi = window(sp[0]), wj = window(sp[1]), wk = window(sp[2]);
+/// On a grid of `extent` voxels an offset of n along an axis of n voxels already leaves it
+/// from every voxel, so a ball wider than the grid is cut to |d.| <= n there: the same
+/// morphology, but (2 nj + 1) (2 nk + 1) rows at most, not one per offset of a radius of 1e6 mm.
+inline std::vector<BallRow> ball_rows(const Eigen::Vector3d& sp, double r2,
+                                      const Shape3& extent = {std::size_t(1) << 40, std::size_t(1) << 40,
+                                                              std::size_t(1) << 40}) {
+  auto window = [&](double s, std::size_t n) {
+    return static_cast<std::int64_t>(std::min(std::floor(std::sqrt(r2) / s), static_cast<double>(n)));
+  };
+  const std::int64_t wi = window(sp[0], extent[0]), wj = window(sp[1], extent[1]), wk = window(sp[2], extent[2]);
   std::vector<BallRow> rows;
   for (std::int64_t c = -wk; c <= wk; ++c)
     for (std::int64_t b = -wj; b <= wj; ++b) {
@@ -689,7 +696,7 @@ Volume<std::uint8_t> ball_dilate_runs(const Volume<T>& mask, const RunSet& rs, c
 /// row, as in anatomy) or the thresholded distance transform (many short runs, as in noise).
 template <class T>
 Volume<std::uint8_t> ball_morph(const Volume<T>& mask, bool seed_is_fg, bool outside_seed, double r2, bool invert) {
-  const std::vector<BallRow> ball = ball_rows(mask.spacing(), r2);
+  const std::vector<BallRow> ball = ball_rows(mask.spacing(), r2, mask.shape());
   const RunSet rs = extract_runs(mask, seed_is_fg);
   const Eigen::Vector3d sp = mask.spacing();
   auto passes = [&](double s, std::size_t n) {  // vector steps per voxel of a window / envelope pass
