@@ -635,8 +635,9 @@ void validate(const CaseOptions& o) {
                         std::to_string(o.shape[2]) + " voxels is larger than the supported 2^30 voxels");
   if (!std::isfinite(o.tilt_deg) || std::abs(o.tilt_deg) > 45)
     throw InvalidArgument("phantom: tilt_deg must be within [-45, 45] degrees, got " + std::to_string(o.tilt_deg));
-  if (!(o.noise_sd >= 0) || !std::isfinite(o.noise_sd))
-    throw InvalidArgument("phantom: noise_sd must be >= 0 HU, got " + std::to_string(o.noise_sd));
+  // a scanner's noise is a few to some tens of HU; 1e300 made voxels of +-inf
+  if (!(o.noise_sd >= 0) || !(o.noise_sd <= 1000))
+    throw InvalidArgument("phantom: noise_sd must be within [0, 1000] HU, got " + ichkit::detail::number_text(o.noise_sd));
   if (o.supersample < 1 || o.supersample > 15)
     throw InvalidArgument("phantom: supersample must be within [1, 15], got " + std::to_string(o.supersample));
   if (o.target_volume_ml && (!(*o.target_volume_ml > 0) || !(*o.target_volume_ml <= 300)))

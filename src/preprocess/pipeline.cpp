@@ -154,7 +154,7 @@ Pipeline& Pipeline::window(const std::vector<Window>& windows, double out_min, d
   Step s;
   s.op = "window";
   for (const Window& w : windows) {
-    if (!(w.width > 0)) throw InvalidArgument("window width must be positive");
+    (void)detail::window_map(w, out_min, out_max, "window");  // refused here, not on the first scan
     s.windows.push_back({w.level, w.width});
   }
   s.a = out_min;

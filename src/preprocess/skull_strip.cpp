@@ -28,11 +28,7 @@ namespace {
 using detail::Edge;
 using detail::filter_ij;
 
-std::string mm(double v) {  // an option's value in a message: 5, 0.5, 1e+300
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
+std::string mm(double v) { return ichkit::detail::number_text(v); }
 
 #ifdef ICHKIT_SKULL_STRIP_TRACE
 struct Trace {

@@ -138,6 +138,7 @@ TEST_CASE("phantom: invalid options throw InvalidArgument") {
   CHECK_THROWS_AS(ph::make_case(bad([](ph::CaseOptions& o) { o.spacing = Eigen::Vector3d(0.9, 0.9, std::nan("")); })),
                   ichkit::InvalidArgument);
   CHECK_THROWS_AS(ph::make_case(bad([](ph::CaseOptions& o) { o.noise_sd = -1; })), ichkit::InvalidArgument);
+  CHECK_THROWS_AS(ph::make_case(bad([](ph::CaseOptions& o) { o.noise_sd = 1e300; })), ichkit::InvalidArgument);  // voxels of +-inf
   CHECK_THROWS_AS(ph::make_case(bad([](ph::CaseOptions& o) { o.target_volume_ml = 0.0; })), ichkit::InvalidArgument);
   CHECK_THROWS_AS(ph::make_case(bad([](ph::CaseOptions& o) { o.target_volume_ml = -5.0; })), ichkit::InvalidArgument);
   CHECK_THROWS_AS(ph::make_case(bad([](ph::CaseOptions& o) { o.target_volume_ml = 300.5; })), ichkit::InvalidArgument);

@@ -34,5 +34,5 @@ TEST_CASE("pipeline: every malformed pipeline JSON is refused with its expected 
     CHECK(got_what.find(message) != std::string::npos);
     ++n;
   }
-  CHECK(n >= 19);
+  CHECK(n >= 21);
 }

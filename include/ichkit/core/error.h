@@ -4,6 +4,7 @@
 /// ichkit::Error (itself a std::runtime_error). The Python bindings translate each kind:
 /// IoError -> ichkit.IoError (an OSError), FormatError / GeometryError / InvalidArgument ->
 /// subclasses of ValueError, ResourceError -> a MemoryError subclass, Error -> RuntimeError.
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -46,5 +47,15 @@ class ResourceError : public Error {
 public:
   explicit ResourceError(const std::string& what) : Error(what) {}
 };
+
+namespace detail {
+/// A number as an error message shows it: 5, 0.45, 1e+300, inf, nan (std::to_string would
+/// write 1e300 with 300 digits and 1e-9 as 0.000000).
+inline std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+}  // namespace detail
 
 }  // namespace ichkit

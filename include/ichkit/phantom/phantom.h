@@ -33,7 +33,7 @@ struct CaseOptions {
   Shape3 shape{512, 512, 32};
   Eigen::Vector3d spacing{0.45, 0.45, 5.0};  ///< mm
   double tilt_deg = 0;           ///< gantry tilt: slices sheared in the y-z plane (degrees)
-  double noise_sd = 6.0;         ///< Gaussian image noise (HU)
+  double noise_sd = 6.0;         ///< Gaussian image noise (HU), at most 1000
   int supersample = 3;           ///< partial-volume sub-samples per in-plane axis for boundary voxels
   std::optional<Location> location;         ///< random when empty
   std::optional<double> target_volume_ml;   ///< random (log-normal, ~2..120 mL) when empty
