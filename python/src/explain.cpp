@@ -53,7 +53,13 @@ py::array image_array(const Image& img) {
 }
 
 Image array_image(const py::handle& obj) {
-  auto a = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>::ensure(obj);
+  // uint8 only: forcecast would turn a float image in [0, 1] into a black one, and 300 into 44
+  const py::array any = py::array::ensure(obj);
+  if (!any || any.dtype().kind() != 'u' || any.dtype().itemsize() != 1)
+    throw InvalidArgument("an image is a (height, width, 3) uint8 array, got " +
+                          (any ? std::string(py::str(any.dtype())) : std::string(py::str(py::type::of(obj)))) +
+                          " (scale it to 0-255 and convert it with .astype(np.uint8))");
+  auto a = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>::ensure(any);
   if (!a || a.ndim() != 3 || a.shape(2) != 3) throw InvalidArgument("an image is a (height, width, 3) uint8 array");
   Image img;
   img.height = int(a.shape(0));
@@ -141,8 +147,13 @@ Returns {"prediction": ..., "maps": [{"head", "layer", "method", "index", "sign"
                                 double level, double width, float alpha, float threshold, double pixel_mm) {
           std::optional<Shape3> at;
           if (!through.is_none()) {
-            auto t = through.cast<std::vector<std::size_t>>();
-            if (t.size() != 3) throw InvalidArgument("through is a voxel index (i, j, k)");
+            std::vector<std::size_t> t;
+            try {
+              t = through.cast<std::vector<std::size_t>>();
+            } catch (const py::cast_error&) {
+              t.clear();
+            }
+            if (t.size() != 3) throw InvalidArgument("through is a voxel index (i, j, k) of three integers >= 0");
             at = Shape3{t[0], t[1], t[2]};
           }
           return image_array(render_orthogonal(as<float>(unwrap(scan)), optional_float(heatmap), optional_mask(outline),

@@ -59,9 +59,12 @@ Scene make_scene(const Volume<float>& scan, const Volume<float>& heatmap, const 
   if (heatmap.size() && !heatmap.same_grid(scan, 1e-4))
     throw GeometryError("overlay: the heatmap is not on the scan's grid (use Heatmap::normalized, which is)");
   if (outline.size() && !outline.same_grid(scan, 1e-4)) throw GeometryError("overlay: the outline is not on the scan's grid");
-  if (!(o.width > 0) || !std::isfinite(o.level)) throw InvalidArgument("overlay: the window needs a finite level and a width > 0");
+  if (!(o.width > 0) || !std::isfinite(o.width) || !std::isfinite(o.level))
+    throw InvalidArgument("overlay: the window needs a finite level and a finite width > 0");
   if (o.slices < 1 || o.columns < 1) throw InvalidArgument("overlay: slices and columns must be >= 1");
-  if (!(o.pixel_mm >= 0)) throw InvalidArgument("overlay: pixel_mm must be >= 0");
+  if (!(o.pixel_mm >= 0) || !std::isfinite(o.pixel_mm)) throw InvalidArgument("overlay: pixel_mm must be finite and >= 0");
+  if (!(o.alpha >= 0 && o.alpha <= 1)) throw InvalidArgument("overlay: alpha must be within [0, 1]");
+  if (!(o.threshold >= 0 && o.threshold <= 1)) throw InvalidArgument("overlay: threshold must be within [0, 1]");
   Scene s;
   s.o = o;
   s.scan = preprocess::reorient(scan, "RAS");
@@ -89,10 +92,11 @@ void draw(const Scene& s, const Panel& p, Image& img, int x0, int y0) {
     for (int c = 0; c < p.w; ++c) {
       const Eigen::Vector3d q = p.at(c + 0.5, r + 0.5);
       const double hu = sample(s.scan, q[0], q[1], q[2]);
-      const double g = std::clamp((hu - lo) / s.o.width, 0.0, 1.0) * 255.0;
+      const double g = std::isnan(hu) ? 0.0 : std::clamp((hu - lo) / s.o.width, 0.0, 1.0) * 255.0;  // NaN: black
       double rgb[3] = {g, g, g};
       if (s.heat.size()) {
-        const float h = std::clamp(sample(s.heat, q[0], q[1], q[2]), 0.0f, 1.0f);
+        const float hv = sample(s.heat, q[0], q[1], q[2]);
+        const float h = std::isnan(hv) ? 0.0f : std::clamp(hv, 0.0f, 1.0f);  // NaN: not drawn
         if (h >= s.o.threshold && h > 0) {
           const std::uint8_t* col = detail::kInferno[std::min(255, int(h * 255.0f + 0.5f))];
           const double a = s.o.alpha * h;

@@ -142,6 +142,17 @@ TEST_CASE("localisation scores on cases worked by hand") {
   Volume<std::uint8_t> other({6, 5, 4}, Geometry(), 0);
   CHECK_THROWS_AS(pointing_game(h, other, 1), GeometryError);
   CHECK(std::isinf(pointing_game(h, Volume<std::uint8_t>({6, 5, 4}, g, 0), 1).distance_mm));
+  // a NaN voxel (a broken model's map) is refused by every score, not skipped; an infinite one
+  // by the energy share (inf / inf)
+  Volume<float> broken = h.deep_copy();
+  broken(5, 4, 3) = std::nanf("");
+  CHECK_THROWS_AS(pointing_game(broken, mask, 1), InvalidArgument);
+  CHECK_THROWS_AS(energy_inside(broken, mask), InvalidArgument);
+  CHECK_THROWS_AS(heatmap_auc(broken, mask), InvalidArgument);
+  broken(5, 4, 3) = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_AS(energy_inside(broken, mask), InvalidArgument);
+  CHECK(pointing_game(broken, mask, 0).peak == Shape3{5, 4, 3});
+  CHECK(heatmap_auc(broken, mask) < heatmap_auc(h, mask));  // the top voxel is now outside the lesion
 }
 
 TEST_CASE("overlays: PNG bytes and the radiological orientation") {

@@ -250,6 +250,33 @@ def test_overlay_is_radiological_png(tmp_path):
     back = mpimg.imread(str(path))
     # square 2 mm pixels: axial 40 x 40, coronal and sagittal 40 x 25 (10 slices of 5 mm), 4-pixel gaps
     assert back.shape == (40, 3 * 40 + 2 * 4, 3)
+    # the marker's voxel: the three panels cross there
+    at = ichkit.explain.render_orthogonal(s, h, through=(4, 4, 5))
+    assert at.shape == (40, 128, 3) and np.array_equal(at, ichkit.explain.render_orthogonal(s, h, through=[4, 4, 5]))
+    for through in [(4, 4), (-1, 4, 5), (4.5, 4, 5), "abc"]:
+        with pytest.raises(ichkit.InvalidArgument, match="through is a voxel index"):
+            ichkit.explain.render_orthogonal(s, h, through=through)
+    with pytest.raises(ichkit.InvalidArgument, match="outside the scan"):
+        ichkit.explain.render_orthogonal(s, h, through=(40, 4, 5))
+    for bad in [dict(alpha=float("nan")), dict(alpha=1.5), dict(threshold=-0.1), dict(threshold=float("nan")),
+                dict(width=float("inf")), dict(pixel_mm=float("inf"))]:
+        with pytest.raises(ichkit.InvalidArgument):
+            ichkit.explain.render_montage(s, h, **bad)
+    # a float image is refused, not cast to a black (or wrapped-around) one
+    for image in [img / 255.0, img.astype(np.int64), img.astype(np.float32)]:
+        with pytest.raises(ichkit.InvalidArgument, match="uint8"):
+            ichkit.explain.write_png(str(tmp_path / "f.png"), image)
+    assert not (tmp_path / "f.png").exists()
+    # NaN voxels in the scan are black and in the heatmap are not drawn
+    scan_nan = scan.copy()
+    scan_nan[:, :20] = np.nan
+    grey = ichkit.explain.render_montage(ichkit.Volume(scan_nan, affine=aff), slices=1)
+    # j < 20 (anterior, at the top) is NaN; linear sampling carries it one pixel further
+    assert (grey[:20] == 0).all() and (grey[21:] > 0).all()
+    heat_nan = heat.copy()
+    heat_nan[2:8, 2:8, 3:7] = np.nan
+    plain = ichkit.explain.render_montage(s, slices=1)
+    assert np.array_equal(ichkit.explain.render_montage(s, ichkit.Volume(heat_nan, affine=aff), slices=1), plain)
 
 
 def test_smoothing_is_a_gaussian_on_the_network_grid(model_and_mirror, case):

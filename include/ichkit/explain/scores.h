@@ -29,16 +29,23 @@ struct LocalisationScores {
 };
 
 namespace detail {
+/// A heatmap and a mask on one grid, and no NaN in the heatmap (nor an infinity, unless
+/// `infinities_ok`): a score of the voxels that are numbers would be silently wrong.
 template <class M>
-void check_same_grid(const Volume<float>& h, const Volume<M>& mask, const char* what) {
+void check_same_grid(const Volume<float>& h, const Volume<M>& mask, const char* what, bool infinities_ok = true) {
   if (h.size() == 0) throw InvalidArgument(std::string(what) + ": empty heatmap");
   if (!h.same_grid(mask, 1e-4))
     throw GeometryError(std::string(what) + ": the heatmap and the lesion mask are not on one grid (resample one onto the other)");
+  const float* d = h.data();
+  for (std::size_t x = 0; x < h.size(); ++x)
+    if (std::isnan(d[x]) || (!infinities_ok && std::isinf(d[x])))
+      throw InvalidArgument(std::string(what) + ": the heatmap has " + (std::isnan(d[x]) ? "NaN" : "infinite") + " voxels");
 }
 }  // namespace detail
 
 /// The pointing game: is the heatmap's peak in the lesion, or within `tolerance_mm` of it?
-/// A mask without lesion voxels gives hit = false and an infinite distance.
+/// A mask without lesion voxels gives hit = false and an infinite distance. NaN voxels are an
+/// InvalidArgument.
 template <class M>
 PointingGame pointing_game(const Volume<float>& heatmap, const Volume<M>& mask, double tolerance_mm = 0) {
   detail::check_same_grid(heatmap, mask, "pointing_game");
@@ -47,7 +54,7 @@ PointingGame pointing_game(const Volume<float>& heatmap, const Volume<M>& mask, 
   std::size_t at = 0;
   float best = -std::numeric_limits<float>::infinity();
   for (std::size_t x = 0; x < heatmap.size(); ++x)
-    if (h[x] > best) best = h[x], at = x;  // NaN never wins
+    if (h[x] > best) best = h[x], at = x;
   const std::size_t ni = heatmap.shape()[0], nj = heatmap.shape()[1];
   PointingGame r;
   r.peak = {at % ni, (at / ni) % nj, at / (ni * nj)};
@@ -70,10 +77,11 @@ PointingGame pointing_game(const Volume<float>& heatmap, const Volume<M>& mask, 
   return r;
 }
 
-/// Share of the positive heatmap energy that falls inside the lesion.
+/// Share of the positive heatmap energy that falls inside the lesion (NaN when no voxel is
+/// positive). NaN or infinite voxels are an InvalidArgument.
 template <class M>
 double energy_inside(const Volume<float>& heatmap, const Volume<M>& mask) {
-  detail::check_same_grid(heatmap, mask, "energy_inside");
+  detail::check_same_grid(heatmap, mask, "energy_inside", false);
   double in = 0, all = 0;
   const float* h = heatmap.data();
   const M* m = mask.data();
@@ -94,7 +102,6 @@ double heatmap_auc(const Volume<float>& heatmap, const Volume<M>& mask) {
   std::vector<std::pair<float, bool>> v(n);
   std::size_t pos = 0;
   for (std::size_t x = 0; x < n; ++x) {
-    if (std::isnan(heatmap.data()[x])) throw InvalidArgument("heatmap_auc: the heatmap has NaN voxels");
     v[x] = {heatmap.data()[x], mask.data()[x] != M{}};
     pos += v[x].second;
   }
