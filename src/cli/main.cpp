@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("ichkit ") + ichkit::version());
   Globals g;
-  app.add_option("--threads", g.threads, "Threads to use (default: $OMP_NUM_THREADS, else the cores this process may use)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", g.threads, "Threads to use (default: $OMP_NUM_THREADS, else the cores this process may use)")->check(CLI::Range(0, ichkit::kMaxThreads));
   app.add_flag("-q,--quiet", g.quiet, "No progress bars or informational output");
   app.footer("Run 'ichkit SUBCOMMAND --help' for the options and examples of each subcommand.");
 

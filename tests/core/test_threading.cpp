@@ -29,6 +29,17 @@ TEST_CASE("threading: parallel_for covers every index exactly once") {
   CHECK(num_threads() >= 1);
 }
 
+TEST_CASE("threading: more than kMaxThreads threads is refused, not started") {
+  set_num_threads(2);
+  CHECK_THROWS_AS(set_num_threads(kMaxThreads + 1), InvalidArgument);
+  CHECK_THROWS_AS(set_num_threads(100000), InvalidArgument);
+  CHECK(num_threads() == 2);  // unchanged
+  set_num_threads(kMaxThreads);
+  CHECK(num_threads() == kMaxThreads);
+  set_num_threads(0);
+  CHECK(num_threads() == default_num_threads());
+}
+
 TEST_CASE("threading: exceptions in workers reach the caller") {
   set_num_threads(2);
   CHECK_THROWS_AS(parallel_for(100, [](std::int64_t b, std::int64_t) {

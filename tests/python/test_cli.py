@@ -80,6 +80,7 @@ def test_exit_codes_and_errors(cli, tmp_path, data_dir):
     assert run(cli).returncode == 2                      # no subcommand: usage
     assert run(cli, "info").returncode == 2              # missing argument
     assert run(cli, "phantom", "--n", "0", "--out", str(tmp_path)).returncode == 2
+    assert run(cli, "--threads", "100000", "info", str(tmp_path)).returncode == 2  # not 100000 threads started
     bad = data_dir / "malformed" / "nifti" / "truncated_data.nii"
     r = run(cli, "info", str(bad))
     assert r.returncode == 1

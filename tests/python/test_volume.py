@@ -136,6 +136,10 @@ def test_default_threads_follow_affinity_and_omp_num_threads():
     # $OMP_NUM_THREADS (set by Dask's workers and batch scripts) wins over the cores
     assert _threads_in_child(env={"OMP_NUM_THREADS": "3"})[0::2] == [3, 3]
     assert _threads_in_child(env={"OMP_NUM_THREADS": "1,2"})[0] == 1  # nested levels: the first
+    # more than 1024 is capped (16384 OpenMP threads on 2 cores took minutes to start)
+    assert _threads_in_child(env={"OMP_NUM_THREADS": "100000"})[0] == 1024
+    with pytest.raises(ValueError, match="at most 1024"):
+        ichkit.set_num_threads(1025)
     # a value that is not a positive integer is ignored, as libgomp ignores it
     for bad in ["0", "-2", "two", ""]:
         assert _threads_in_child(env={"OMP_NUM_THREADS": bad})[0] == cores

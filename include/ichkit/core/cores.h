@@ -17,6 +17,11 @@
 #endif
 
 namespace ichkit {
+
+/// The most threads ichkit runs (and the most cores it counts): 16384 OpenMP threads on 2 cores
+/// took minutes to start.
+constexpr int kMaxThreads = 1024;
+
 namespace detail {
 
 /// The whole of a small text file (a /proc or /sys entry, whose size stat() does not tell);
@@ -163,17 +168,17 @@ inline int available_cores() {
                                              detail::read_text_file("/proc/self/cgroup"));
   if (quota > 0) n = std::min(n, quota);
 #endif
-  return std::max(1, n);
+  return std::clamp(n, 1, kMaxThreads);
 }
 
 /// The thread count ichkit starts with (and `set_num_threads(0)` returns to): the first number
 /// of $OMP_NUM_THREADS where that is a positive integer (as Dask's workers and batch scripts
-/// set it), otherwise available_cores().
+/// set it; at most kMaxThreads), otherwise available_cores().
 inline int default_num_threads() {
   if (const char* env = std::getenv("OMP_NUM_THREADS")) {
     const std::vector<std::string> f = detail::split_fields(env, ", \t");
     const long long n = f.empty() ? -1 : detail::parse_count(f[0]);
-    if (n >= 1) return static_cast<int>(std::min<long long>(n, 1 << 16));
+    if (n >= 1) return static_cast<int>(std::min<long long>(n, kMaxThreads));
   }
   return available_cores();
 }

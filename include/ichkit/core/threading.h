@@ -61,9 +61,12 @@ private:
 };
 
 /// Set the number of threads every kernel uses; `n <= 0` means the default
-/// (default_num_threads(): $OMP_NUM_THREADS, otherwise the cores this process may use).
+/// (default_num_threads(): $OMP_NUM_THREADS, otherwise the cores this process may use); more
+/// than kMaxThreads (1024) is an InvalidArgument.
 /// Also forwards the number to registered back-ends (LibTorch's pool in the compiled library).
 inline void set_num_threads(int n) {
+  if (n > kMaxThreads)
+    throw InvalidArgument("set_num_threads: at most " + std::to_string(kMaxThreads) + " threads, got " + std::to_string(n));
   if (n <= 0) n = default_num_threads();
   detail::thread_count().store(n);
   std::lock_guard<std::mutex> lock(detail::thread_hooks_mutex());
