@@ -36,12 +36,19 @@ std::vector<Target> targets_from(const py::handle& obj) {
       out.emplace_back(t.cast<std::string>());
       continue;
     }
-    auto tup = t.cast<py::tuple>();
-    if (tup.size() < 1 || tup.size() > 3) throw InvalidArgument("a target is a head name or (head, index[, sign])");
-    Target x(tup[0].cast<std::string>());
-    if (tup.size() > 1 && !tup[1].is_none()) x.index = tup[1].cast<int>();
-    if (tup.size() > 2) x.sign = tup[2].cast<int>();
-    out.push_back(x);
+    // pybind11's own cast errors ("Unable to cast Python instance to C++ type") name nothing
+    try {
+      if (!py::isinstance<py::tuple>(t) && !py::isinstance<py::list>(t)) throw py::cast_error();
+      const py::sequence tup = py::reinterpret_borrow<py::sequence>(t);
+      if (tup.size() < 1 || tup.size() > 3) throw py::cast_error();
+      Target x(tup[0].cast<std::string>());
+      if (tup.size() > 1 && !tup[1].is_none()) x.index = tup[1].cast<int>();
+      if (tup.size() > 2) x.sign = tup[2].cast<int>();
+      out.push_back(x);
+    } catch (const py::cast_error&) {
+      throw InvalidArgument("a target is a head name or (head, index[, sign]) with int index and sign, got " +
+                            std::string(py::repr(t)));
+    }
   }
   return out;
 }

@@ -161,6 +161,9 @@ std::vector<Explanation> explain_batch(const model::Model::Impl& impl, const tor
   for (std::size_t ti = 0; ti < targets.size(); ++ti) {
     const Target& t = targets[ti];
     if (t.sign != 1 && t.sign != -1) throw InvalidArgument("explain: sign must be +1 or -1");
+    if (t.index < -1)
+      throw InvalidArgument("explain: target index " + std::to_string(t.index) + " (head '" + t.head +
+                            "'): an index >= 0, or -1 for the predicted class");
     std::vector<int> chosen;
     torch::Tensor y = target_scores(net->head(t.head), out.heads.at(t.head), t, chosen);
     std::vector<torch::Tensor> g = torch::autograd::grad({y.sum()}, {a}, {}, /*retain_graph=*/ti + 1 < targets.size(),

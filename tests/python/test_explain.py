@@ -191,6 +191,11 @@ def test_errors_are_clear(model_and_mirror, case):
         ichkit.explain.gradcam(m, case["image"], head="bleed")
     with pytest.raises(ichkit.InvalidArgument, match="out of range"):
         ichkit.explain.gradcam(m, case["image"], head="prognosis", target=2)
+    with pytest.raises(ichkit.InvalidArgument, match="-1 for the predicted class"):  # not the predicted class
+        ichkit.explain.gradcam(m, case["image"], head="prognosis", target=-2)
+    for bad in [("prognosis", 2**62), ("prognosis", 0, 2**62), ("prognosis", "a"), (), ("prognosis", 0, 1, 5), 7]:
+        with pytest.raises(ichkit.InvalidArgument, match="a target is a head name or"):
+            ichkit.explain.explain(m, case["image"], [bad])
     with pytest.raises(ichkit.InvalidArgument, match="one output"):
         ichkit.explain.gradcam(m, case["image"], head="volume", target=1)
     with pytest.raises(ichkit.InvalidArgument, match="unknown method"):
