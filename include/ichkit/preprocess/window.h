@@ -47,9 +47,11 @@ template <class T>
 Volume<float> scale_intensity_range(const Volume<T>& v, double a_min, double a_max, double b_min = 0, double b_max = 1,
                                     bool clip = true) {
   if (!(a_max > a_min)) throw InvalidArgument("scale_intensity_range: a_max must be > a_min");
-  const auto [scale, off] = detail::checked_map((b_max - b_min) / (a_max - a_min),
-                                                b_min - a_min * (b_max - b_min) / (a_max - a_min),
-                                                {a_min, a_max, b_min, b_max}, "scale_intensity_range");
+  // (not a structured binding: clang 14 cannot capture one in the lambda below)
+  const std::pair<float, float> map = detail::checked_map((b_max - b_min) / (a_max - a_min),
+                                                          b_min - a_min * (b_max - b_min) / (a_max - a_min),
+                                                          {a_min, a_max, b_min, b_max}, "scale_intensity_range");
+  const float scale = map.first, off = map.second;
   Volume<float> out = Volume<float>::uninitialized(v.shape(), v.geometry());
   out.metadata() = v.metadata();
   const float lo = static_cast<float>(std::min(b_min, b_max)), hi = static_cast<float>(std::max(b_min, b_max));
