@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ichkit/core/error.h"
+#include "ichkit/core/value_stats.h"
 #include "ichkit/core/volume.h"
 
 namespace ichkit::explain {
@@ -32,14 +33,14 @@ namespace detail {
 /// A heatmap and a mask on one grid, and no NaN in the heatmap (nor an infinity, unless
 /// `infinities_ok`): a score of the voxels that are numbers would be silently wrong.
 template <class M>
-void check_same_grid(const Volume<float>& h, const Volume<M>& mask, const char* what, bool infinities_ok = true) {
+void check_map_and_mask(const Volume<float>& h, const Volume<M>& mask, const char* what, bool infinities_ok = true) {
   if (h.size() == 0) throw InvalidArgument(std::string(what) + ": empty heatmap");
   if (!h.same_grid(mask, 1e-4))
     throw GeometryError(std::string(what) + ": the heatmap and the lesion mask are not on one grid (resample one onto the other)");
-  const float* d = h.data();
-  for (std::size_t x = 0; x < h.size(); ++x)
-    if (std::isnan(d[x]) || (!infinities_ok && std::isinf(d[x])))
-      throw InvalidArgument(std::string(what) + ": the heatmap has " + (std::isnan(d[x]) ? "NaN" : "infinite") + " voxels");
+  const ValueStats st = value_stats(h.data(), h.size());  // lo and hi include infinities
+  if (st.nan > 0) throw InvalidArgument(std::string(what) + ": the heatmap has NaN voxels");
+  if (!infinities_ok && (std::isinf(st.lo) || std::isinf(st.hi)))
+    throw InvalidArgument(std::string(what) + ": the heatmap has infinite voxels");
 }
 }  // namespace detail
 
@@ -48,7 +49,7 @@ void check_same_grid(const Volume<float>& h, const Volume<M>& mask, const char* 
 /// InvalidArgument.
 template <class M>
 PointingGame pointing_game(const Volume<float>& heatmap, const Volume<M>& mask, double tolerance_mm = 0) {
-  detail::check_same_grid(heatmap, mask, "pointing_game");
+  detail::check_map_and_mask(heatmap, mask, "pointing_game");
   if (!(tolerance_mm >= 0)) throw InvalidArgument("pointing_game: tolerance must be >= 0 mm");
   const float* h = heatmap.data();
   std::size_t at = 0;
@@ -81,7 +82,7 @@ PointingGame pointing_game(const Volume<float>& heatmap, const Volume<M>& mask, 
 /// positive). NaN or infinite voxels are an InvalidArgument.
 template <class M>
 double energy_inside(const Volume<float>& heatmap, const Volume<M>& mask) {
-  detail::check_same_grid(heatmap, mask, "energy_inside", false);
+  detail::check_map_and_mask(heatmap, mask, "energy_inside", false);
   double in = 0, all = 0;
   const float* h = heatmap.data();
   const M* m = mask.data();
@@ -97,7 +98,7 @@ double energy_inside(const Volume<float>& heatmap, const Volume<M>& mask) {
 /// statistic with mid-ranks for ties). NaN voxels are an InvalidArgument.
 template <class M>
 double heatmap_auc(const Volume<float>& heatmap, const Volume<M>& mask) {
-  detail::check_same_grid(heatmap, mask, "heatmap_auc");
+  detail::check_map_and_mask(heatmap, mask, "heatmap_auc");
   const std::size_t n = heatmap.size();
   std::vector<std::pair<float, bool>> v(n);
   std::size_t pos = 0;
