@@ -530,7 +530,7 @@ int main(int argc, char** argv) {
           } else {
             // the readers (one per core but one, one thread each) alone: one reader's rate times
             // their number, and the same readers measured side by side without the network
-            const unsigned hw = static_cast<unsigned>(std::max(1, num_threads()));  // as predict_files
+            const auto hw = static_cast<unsigned>(num_threads());  // as predict_files
             const int nr = readers > 0 ? readers : static_cast<int>(hw > 1 ? hw - 1 : 1);
             rd["readers_bound_scans_per_s"] = nr * 1e3 / prep;
             std::atomic<int> next{0};

@@ -667,7 +667,7 @@ std::vector<CohortItem> Model::predict_files(const std::vector<std::string>& pat
   const std::size_t batch = static_cast<std::size_t>(options.batch_size);
   // the cores ichkit may use: set_num_threads's number, by default the process's share of the
   // machine (its affinity and cgroup quota, not every CPU the machine has)
-  const unsigned hw = static_cast<unsigned>(std::max(1, num_threads()));
+  const auto hw = static_cast<unsigned>(num_threads());  // >= 1
   // On a GPU the cores only prepare scans: one reader per core but one, one kernel thread each,
   // beside the network. On the CPU (alternating) one reader per core, one thread each, while
   // the network is not running; overlapping there, one reader per 4 cores beside it.

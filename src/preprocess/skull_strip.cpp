@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -28,7 +27,7 @@ namespace {
 using detail::Edge;
 using detail::filter_ij;
 
-std::string mm(double v) { return ichkit::detail::number_text(v); }
+using ichkit::detail::number_text;
 
 #ifdef ICHKIT_SKULL_STRIP_TRACE
 struct Trace {
@@ -139,15 +138,15 @@ void check_options(const Volume<float>& hu, const SkullStripOptions& o) {
     throw InvalidArgument("skull_strip: bone_hu must be finite and above brain_min_hu");
   // the smoothing's cost grows with its width (1e6 mm would run for hours); 50 mm is far past use
   if (!finite(o.smooth_sigma_mm) || o.smooth_sigma_mm < 0 || o.smooth_sigma_mm > 50)
-    throw InvalidArgument("skull_strip: smooth_sigma_mm must be within [0, 50] mm (got " + mm(o.smooth_sigma_mm) + ")");
+    throw InvalidArgument("skull_strip: smooth_sigma_mm must be within [0, 50] mm (got " + number_text(o.smooth_sigma_mm) + ")");
   // a head is under 250 mm across: an erosion of 500 mm leaves nothing of any head
   if (!finite(o.opening_mm) || o.opening_mm < 0 || o.opening_mm > 500)
-    throw InvalidArgument("skull_strip: opening_mm must be within [0, 500] mm (got " + mm(o.opening_mm) + ")");
+    throw InvalidArgument("skull_strip: opening_mm must be within [0, 500] mm (got " + number_text(o.opening_mm) + ")");
   if (std::isnan(o.rim_max_hu)) throw InvalidArgument("skull_strip: rim_max_hu must not be NaN");
   if (!finite(o.blood_min_hu) || o.blood_min_hu >= o.brain_max_hu)
     throw InvalidArgument("skull_strip: blood_min_hu must be finite and below brain_max_hu");
   if (!finite(o.blood_core_mm) || o.blood_core_mm < 0 || o.blood_core_mm > 500)
-    throw InvalidArgument("skull_strip: blood_core_mm must be within [0, 500] mm (got " + mm(o.blood_core_mm) + ")");
+    throw InvalidArgument("skull_strip: blood_core_mm must be within [0, 500] mm (got " + number_text(o.blood_core_mm) + ")");
   if (!finite(o.blood_core_min_ml) || o.blood_core_min_ml < 0)
     throw InvalidArgument("skull_strip: blood_core_min_ml must be finite and >= 0");
   if (!finite(o.blood_rim_fraction) || o.blood_rim_fraction <= 0 || o.blood_rim_fraction > 0.5)
@@ -177,7 +176,7 @@ Volume<std::uint8_t> skull_strip(const Volume<float>& hu, const SkullStripOption
   trace("erode + largest");
   if (!any_set(core))
     throw InvalidArgument("skull_strip: no intracranial soft tissue found (is the volume a head CT in HU? is opening_mm = " +
-                          mm(o.opening_mm) + " mm too large for it?)");
+                          number_text(o.opening_mm) + " mm too large for it?)");
 
   // 4. restore the outline on the unsmoothed scan, within reach of the core
   const double reach = o.opening_mm + 2 * o.smooth_sigma_mm;

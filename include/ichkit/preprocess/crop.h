@@ -86,7 +86,7 @@ namespace detail {
 template <class T>
 Volume<T> crop_with_margin(const Volume<T>& v, Index3 lo, Index3 hi, double margin_mm) {
   if (!(margin_mm >= 0) || !std::isfinite(margin_mm))
-    throw InvalidArgument("crop: the margin must be finite and >= 0 mm, got " + std::to_string(margin_mm));
+    throw InvalidArgument("crop: the margin must be finite and >= 0 mm, got " + ichkit::detail::number_text(margin_mm));
   const Eigen::Vector3d s = v.spacing();
   for (int a = 0; a < 3; ++a) {
     // at most the volume's extent (the crop is clipped to it anyway): no overflow at 1e300 mm
